@@ -1,0 +1,211 @@
+"""Playbook activity: runs an action's playbook with ansible-runner, heartbeating while it runs.
+
+The only door from a proposal to a system. Extra vars are rebuilt here from validated names
+(never an `ansible_*` variable, never a free-form string), timeouts are always set, and every
+task's result is kept for the approver and the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import os
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from interlock.models import SAFE_NAME, PlaybookResult, PlaybookRun, Stage, TaskResult
+from interlock.policy import load_policy
+from interlock.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+TASK_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+# Facts a run playbook hands to its verify and rollback playbooks (via set_stats).
+FACT_KEYS = {"previous_pid", "previous_release", "previous_member", "pid"}
+
+
+def safe_vars(values: dict[str, str], what: str) -> dict[str, str]:
+    """Refuse anything that could steer Ansible itself, even if the workflow was fed it."""
+    for key, value in values.items():
+        if key.lower().startswith("ansible_") or not SAFE_NAME.match(key):
+            raise ApplicationError(f"{what}: variable name {key!r} refused", non_retryable=True)
+        if not SAFE_NAME.match(str(value)):
+            raise ApplicationError(f"{what}: value of {key!r} refused", non_retryable=True)
+    return dict(values)
+
+
+class PlaybookRunner:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        # One playbook per core at most: Ansible is CPU-bound on the worker.
+        self._slots = asyncio.Semaphore(settings.max_concurrent_playbooks)
+
+    def extra_vars(self, run: PlaybookRun) -> dict[str, Any]:
+        params = safe_vars(run.parameters, "parameters")
+        facts = safe_vars({k: v for k, v in run.facts.items() if k in FACT_KEYS}, "facts")
+        stage_key = "rollback" if run.stage in (Stage.ROLLBACK, Stage.VERIFY_ROLLBACK) else "run"
+        return {
+            **params,
+            **(facts if run.stage is not Stage.PREVIEW else {}),
+            "service": safe_vars({"service": run.service}, "target")["service"],
+            "lab_root": str(self.settings.lab_dir),
+            "service_manager": self.settings.service_manager,
+            # One idempotency key per proposal and direction: a retried execution after a
+            # worker crash must not restart a service twice.
+            "interlock_change_id": f"{run.proposal_id}.{stage_key}",
+        }
+
+    @activity.defn(name="run_playbook")
+    async def run_playbook(self, run: PlaybookRun) -> PlaybookResult:
+        policy = load_policy(self.settings.effective_policy_file)
+        action = policy.actions.get(run.action)
+        if action is None:
+            raise ApplicationError(f"unknown action {run.action!r}", non_retryable=True)
+        playbook = action.playbooks.for_stage(run.stage)
+        info = activity.info()
+        artifact_dir = self.settings.artifacts_dir / run.proposal_id
+        ident = f"{run.stage.value}-{info.attempt}-{info.activity_id}"
+        cancelled = threading.Event()
+        started = datetime.now(UTC)
+        extravars = self.extra_vars(run)
+
+        def execute() -> Any:
+            return ansible_runner.run(
+                private_data_dir=str(self.settings.playbooks_dir),
+                artifact_dir=str(artifact_dir),
+                ident=ident,
+                playbook=playbook,
+                extravars=extravars,
+                cmdline="--check --diff" if run.stage is Stage.PREVIEW else "--diff",
+                quiet=True,
+                job_timeout=self.settings.playbook_timeout_seconds,
+                idle_timeout=self.settings.playbook_idle_timeout_seconds,
+                envvars=ansible_env(),
+                cancel_callback=cancelled.is_set,
+                suppress_env_files=True,
+            )
+
+        async with self._slots:
+            log.info("running %s (%s) for %s", playbook, run.stage.value, run.proposal_id)
+            runner = await self._run_heartbeating(execute, cancelled, run.stage)
+        tasks, facts = parse_events(runner.events)
+        status = str(runner.status)
+        return PlaybookResult(
+            stage=run.stage,
+            playbook=playbook,
+            status=status,
+            rc=int(runner.rc if runner.rc is not None else -1),
+            ok=status == "successful" and runner.rc == 0,
+            tasks=tasks,
+            facts=facts,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            error=None if status == "successful" else first_failure(tasks, status),
+        )
+
+    async def _run_heartbeating(
+        self, execute: Any, cancelled: threading.Event, stage: Stage
+    ) -> Any:
+        future = asyncio.get_running_loop().run_in_executor(None, execute)
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=HEARTBEAT_SECONDS)
+                if done:
+                    break
+                activity.heartbeat(stage.value)
+        except asyncio.CancelledError:
+            # Stop ansible-runner (it kills the playbook) before reporting the cancellation.
+            cancelled.set()
+            await asyncio.shield(future)
+            raise
+        return future.result()
+
+
+def ansible_env() -> dict[str, str]:
+    # ansible-runner execs `ansible-playbook` by name: make it the one beside this Python.
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+    }
+
+
+def parse_events(events: Any) -> tuple[list[TaskResult], dict[str, str]]:
+    tasks: list[TaskResult] = []
+    facts: dict[str, str] = {}
+    for event in events:
+        kind = event.get("event")
+        data = event.get("event_data", {})
+        if kind in TASK_EVENTS:
+            res = data.get("res") or {}
+            changed = bool(res.get("changed")) and kind == "runner_on_ok"
+            tasks.append(
+                TaskResult(
+                    host=str(data.get("host", "")),
+                    task=str(data.get("task", "")),
+                    status="changed" if changed else TASK_EVENTS[kind],
+                    changed=changed,
+                    diff=format_diff(res.get("diff")),
+                    msg=str(res["msg"])[:2000] if res.get("msg") else None,
+                    duration_seconds=data.get("duration"),
+                )
+            )
+        elif kind == "playbook_on_stats":
+            for key, value in (data.get("artifact_data") or {}).items():
+                if key in FACT_KEYS and value is not None:
+                    facts[key] = str(value)
+    return tasks, facts
+
+
+def format_diff(diff: Any) -> str | None:
+    if not diff:
+        return None
+    parts = diff if isinstance(diff, list) else [diff]
+    out: list[str] = []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        if "prepared" in part:
+            out.append(str(part["prepared"]))
+            continue
+        if "before" in part or "after" in part:
+            before = str(part.get("before", "")).splitlines(keepends=True)
+            after = str(part.get("after", "")).splitlines(keepends=True)
+            out.append(
+                "".join(
+                    difflib.unified_diff(
+                        before,
+                        after,
+                        fromfile=str(part.get("before_header", "before")),
+                        tofile=str(part.get("after_header", "after")),
+                    )
+                )
+                or f"- {''.join(before).strip()}\n+ {''.join(after).strip()}\n"
+            )
+    text = "\n".join(p for p in out if p)
+    return text[:8000] or None
+
+
+def first_failure(tasks: list[TaskResult], status: str) -> str:
+    for task in tasks:
+        if task.status in ("failed", "unreachable"):
+            return f"task {task.task!r} {task.status}: {task.msg or ''}".strip()
+    return f"playbook {status}"

@@ -1,0 +1,410 @@
+"""The `interlock` command: run the stack, propose, decide, inspect.
+
+Every command that prints for people also takes `--json`. Errors are one line on stderr and a
+non-zero exit code (2 for refused input), never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from interlock.models import DecisionInput, ProposalState
+from interlock.policy import PolicyError, load_policy
+from interlock.proposals import (
+    DecisionRefused,
+    ProposalConflict,
+    ProposalInvalid,
+    ProposalNotFound,
+)
+from interlock.settings import Settings
+from interlock.temporal import TemporalUnavailable
+
+app = typer.Typer(
+    name="interlock",
+    help="Human-in-the-loop remediation approval engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+lab_app = typer.Typer(help="The local lab: real services, releases and groups to remediate.")
+policy_app = typer.Typer(help="The governance policy file.")
+app.add_typer(lab_app, name="lab")
+app.add_typer(policy_app, name="policy")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+T = TypeVar("T")
+
+
+class UsageError(Exception):
+    """Bad input from the user: exit code 2."""
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"error: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [f"{e['loc'][0] if e['loc'] else '?'}: {e['msg']}" for e in exc.errors()]
+        fail("invalid setting: " + "; ".join(problems), 2)
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command body, turning known failures into one-line errors."""
+    try:
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    except ProposalInvalid as exc:
+        for line in exc.errors:
+            err.print(f"error: {line}", markup=False)
+        raise typer.Exit(2) from None
+    except (ProposalConflict, DecisionRefused, UsageError) as exc:
+        fail(str(exc), 2)
+    except PolicyError as exc:
+        fail(str(exc), 2)
+    except ProposalNotFound as exc:
+        fail(str(exc), 1)
+    except TemporalUnavailable as exc:
+        fail(str(exc), 3)
+    except TimeoutError as exc:
+        fail(str(exc) or "timed out", 1)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+# --- Stack -------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
+    external: Annotated[
+        bool, typer.Option("--external", help="Use the server at TEMPORAL_ADDRESS; start none.")
+    ] = False,
+) -> None:
+    """Start the embedded stack: Temporal dev server, worker and lab. Ctrl-C stops it all."""
+    from interlock.stack import run_stack
+
+    s = settings()
+    if not external:
+        s = s.model_copy(update={"temporal_address": f"localhost:{port}"})
+    run(lambda: run_stack(s, port=port, ui_port=ui_port, external=external, console=out))
+
+
+@app.command()
+def worker() -> None:
+    """Run only a worker against TEMPORAL_ADDRESS (for production)."""
+    import logging
+
+    from worker.main import run_worker
+
+    s = settings()
+    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        run(lambda: run_worker(s))
+    except KeyboardInterrupt:
+        pass
+
+
+# --- Proposals ---------------------------------------------------------------------------
+
+
+@app.command()
+def propose(
+    file: Annotated[str, typer.Argument(help="Proposal JSON file, or - for stdin.")],
+    json_out: JsonFlag = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Return once started, before the checks finish.")
+    ] = False,
+) -> None:
+    """Submit a proposal. Invalid proposals are refused (exit 2) before anything starts."""
+    from interlock.proposals import parse_proposal, submit, wait_until_settled
+    from interlock.temporal import connect
+
+    s = settings()
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}", 2)
+
+    async def body() -> None:
+        policy = load_policy(s.effective_policy_file)
+        proposal = parse_proposal(text, policy)
+        client = await connect(s)
+        sub = await submit(client, proposal, s.task_queue, policy)
+        if no_wait:
+            result = {"proposal_id": sub.proposal_id, "status": "submitted", "created": sub.created}
+        else:
+            state = await wait_until_settled(client, sub.proposal_id)
+            result = {
+                "proposal_id": sub.proposal_id,
+                "status": state.status.value,
+                "created": sub.created,
+                "risk": state.risk.model_dump(mode="json") if state.risk else None,
+                "reasons": state.reasons,
+            }
+        if json_out:
+            print_json(result)
+            return
+        note = "" if sub.created else " (already submitted; same proposal)"
+        out.print(f"{result['proposal_id']}  {result['status']}{note}")
+        if result.get("risk"):
+            risk = result["risk"]
+            out.print(f"risk {risk['score']}/100 ({risk['tier']})")
+        for reason in result.get("reasons") or []:
+            out.print(f"  - {reason}", markup=False)
+        if result["status"] == "awaiting_approval":
+            out.print(
+                f"next: interlock show {sub.proposal_id}   |   "
+                f'interlock approve {sub.proposal_id} --as alice --reason "..."'
+            )
+
+    run(body)
+
+
+@app.command()
+def example(
+    action: Annotated[
+        str, typer.Argument(help="restart_service, rollback_deployment or change_access")
+    ] = "restart_service",
+    proposal_id: Annotated[str, typer.Option("--id", help="proposal_id to use.")] = "prop-0001",
+    service: Annotated[str, typer.Option(help="Target service.")] = "checkout-api",
+    release: Annotated[str | None, typer.Option(help="Release for rollback_deployment.")] = None,
+) -> None:
+    """Print an example proposal with a fresh observed_at (pipe it to `interlock propose -`)."""
+    from interlock.examples import PARAMETERS, example_proposal
+
+    if action not in PARAMETERS:
+        fail(f"unknown action {action!r} (known: {', '.join(PARAMETERS)})", 2)
+    params = dict(PARAMETERS[action])
+    if release is not None:
+        params["release"] = release
+    print_json(example_proposal(action, proposal_id, service, params))
+
+
+@app.command(name="list")
+def list_(
+    status: Annotated[str | None, typer.Option(help="Only proposals with this status.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """List proposals (newest first)."""
+    from interlock.proposals import list_proposals
+    from interlock.temporal import connect
+
+    s = settings()
+
+    async def body() -> None:
+        client = await connect(s)
+        try:
+            rows = await list_proposals(client, status)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if json_out:
+            print_json(rows)
+            return
+        table = Table("proposal", "status", "action", "service", "risk", "recommender", "submitted")
+        for r in rows:
+            table.add_row(
+                r["proposal_id"],
+                r["status"] or "",
+                r["action"] or "",
+                r["service"] or "",
+                r["risk_tier"] or "",
+                r["recommender"] or "",
+                (r["submitted_at"] or "")[:19],
+            )
+        out.print(table)
+
+    run(body)
+
+
+@app.command()
+def show(proposal_id: str, json_out: JsonFlag = False) -> None:
+    """Everything about one proposal: evidence, risk factors, preview, decisions, timeline."""
+    from interlock.proposals import get_state
+    from interlock.temporal import connect
+
+    s = settings()
+
+    async def body() -> None:
+        client = await connect(s)
+        state = await get_state(client, proposal_id)
+        if json_out:
+            print_json(state.model_dump(mode="json"))
+        else:
+            render_state(state)
+
+    run(body)
+
+
+def render_state(state: ProposalState) -> None:
+    from interlock.presentation import approval_details
+
+    out.print(approval_details(state), markup=False)
+    if state.execution or state.verification or state.rollback:
+        out.print("\n### Execution", markup=False)
+        for result in (
+            state.execution,
+            state.verification,
+            state.rollback,
+            state.rollback_verification,
+        ):
+            if result is None:
+                continue
+            out.print(
+                f"- {result.stage.value}: {result.playbook} {result.status} (rc {result.rc})"
+                + (f": {result.error}" if result.error else ""),
+                markup=False,
+            )
+            for task in result.tasks:
+                out.print(f"    {task.status:9} {task.task}", markup=False)
+    out.print("\n### Timeline", markup=False)
+    for entry in state.timeline:
+        note = f"  {entry.note}" if entry.note else ""
+        out.print(
+            f"- {entry.at.isoformat(timespec='seconds')} {entry.status.value}{note}", markup=False
+        )
+
+
+def _decide(decision: str, proposal_id: str, user: str, reason: str, json_out: bool) -> None:
+    from interlock.proposals import decide
+    from interlock.temporal import connect
+
+    s = settings()
+
+    async def body() -> None:
+        client = await connect(s)
+        result = await decide(
+            client, proposal_id, decision, DecisionInput(approver=user, reason=reason)
+        )
+        if json_out:
+            print_json(result.model_dump(mode="json"))
+        else:
+            out.print(f"{proposal_id}  {decision}d by {user}; now {result.status.value}")
+
+    run(body)
+
+
+@app.command()
+def approve(
+    proposal_id: str,
+    as_: Annotated[str, typer.Option("--as", help="Approver (must be in the policy's roster).")],
+    reason: Annotated[str, typer.Option(help="Why you approve.")] = "",
+    json_out: JsonFlag = False,
+) -> None:
+    """Approve a proposal that is awaiting approval."""
+    _decide("approve", proposal_id, as_, reason, json_out)
+
+
+@app.command()
+def reject(
+    proposal_id: str,
+    as_: Annotated[str, typer.Option("--as", help="Approver (must be in the policy's roster).")],
+    reason: Annotated[str, typer.Option(help="Why you reject (required).")] = "",
+    json_out: JsonFlag = False,
+) -> None:
+    """Reject a proposal that is awaiting approval."""
+    _decide("reject", proposal_id, as_, reason, json_out)
+
+
+# --- Lab ---------------------------------------------------------------------------------
+
+
+def _lab() -> Any:
+    from interlock.lab import Lab
+
+    lab = Lab(settings().lab_dir)
+    if not lab.exists():
+        fail(f"no lab at {lab.root} (start one with `interlock up`)", 1)
+    return lab
+
+
+@lab_app.command("status")
+def lab_status(json_out: JsonFlag = False) -> None:
+    """Each service's port, version, pid and health, and each group's members."""
+    status = _lab().status()
+    if json_out:
+        print_json(status)
+        return
+    table = Table("service", "port", "version", "pid", "healthy", "degraded")
+    for name, svc in status["services"].items():
+        table.add_row(
+            name,
+            str(svc["port"]),
+            str(svc["version"]),
+            str(svc["pid"]),
+            "yes" if svc["healthy"] else "NO",
+            "yes" if svc.get("degraded") else "no",
+        )
+    out.print(table)
+    groups = Table("group", "members")
+    for name, members in status["groups"].items():
+        groups.add_row(name, ", ".join(members))
+    out.print(groups)
+
+
+@lab_app.command("reset")
+def lab_reset() -> None:
+    """Restore the lab's starting state (releases, groups, healthy services)."""
+    _lab().reset()
+    out.print("lab reset to its starting state")
+
+
+@lab_app.command("degrade")
+def lab_degrade(service: str) -> None:
+    """Make a service answer with errors until it is restarted or the lab is reset."""
+    try:
+        _lab().degrade(service)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    out.print(f"{service} degraded: it now answers with errors")
+
+
+# --- Policy ------------------------------------------------------------------------------
+
+
+@policy_app.command("check")
+def policy_check(file: Path, json_out: JsonFlag = False) -> None:
+    """Validate a policy file; every error is reported with its path. Exit 2 if invalid."""
+    try:
+        policy = load_policy(file)
+    except PolicyError as exc:
+        if json_out:
+            print_json({"valid": False, "errors": exc.errors})
+        else:
+            for line in exc.errors:
+                err.print(f"error: {file}: {line}", markup=False)
+        raise typer.Exit(2) from None
+    if json_out:
+        print_json({"valid": True, "version": policy.version_id})
+    else:
+        out.print(f"{file}: valid (version {policy.version_id})")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

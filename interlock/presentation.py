@@ -1,0 +1,66 @@
+"""What an approver reads: the proposal, its evidence, risk, preview and the way to decide.
+
+Pure text rendering, used by the workflow (`set_current_details`, shown in the Web UI) and by
+the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+
+from interlock.models import PlaybookResult, ProposalState, ProposalStatus
+
+
+def approval_details(state: ProposalState) -> str:
+    p = state.proposal
+    service = state.service.canonical if state.service else p.target.service
+    lines = [
+        f"## {p.action} on {service} ({p.target.environment}): {state.status.value}",
+        "",
+        f"**Proposed by** {p.recommender} ({p.model_version}), confidence {p.confidence:.2f}"
+        + (f", incident {p.incident}" if p.incident else ""),
+        f"**Why:** {p.rationale}",
+    ]
+    if p.parameters:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(p.parameters.items()))
+        lines.append(f"**Parameters:** {params}")
+    if state.policy_version:
+        lines.append(f"**Policy:** {state.policy_version}")
+    if state.evidence:
+        lines += ["", "### Evidence"]
+        for item in state.evidence.items:
+            mark = "confirmed" if item.ok else "NOT confirmed"
+            lines.append(f"- {item.source} `{item.ref}`: {mark} ({item.reason})")
+    if state.risk:
+        lines += ["", f"### Risk {state.risk.score}/100 ({state.risk.tier.value})"]
+        lines += [f"- {f.name} +{f.contribution}: {f.detail}" for f in state.risk.factors]
+    if state.preview:
+        lines += ["", "### Preview (Ansible check mode)", *preview_lines(state.preview)]
+    if state.decisions:
+        lines += ["", "### Decisions"]
+        lines += [f"- {d.decision.value} by {d.approver}: {d.reason}" for d in state.decisions]
+    if state.status is ProposalStatus.AWAITING_APPROVAL:
+        pid = p.proposal_id
+        example = json.dumps({"approver": "alice", "reason": "evidence checked"})
+        lines += [
+            "",
+            "### Decide",
+            f'CLI: `interlock approve {pid} --as alice --reason "..."` or '
+            f'`interlock reject {pid} --as alice --reason "..."`',
+            f"Web UI: Send Update `approve` or `reject` with `{example}`",
+        ]
+    if state.reasons:
+        lines += ["", "### Outcome", *[f"- {r}" for r in state.reasons]]
+    return "\n".join(lines)
+
+
+def preview_lines(result: PlaybookResult) -> list[str]:
+    changed = result.changed_tasks
+    if not changed:
+        return ["- no task would change anything"]
+    lines = []
+    for task in changed:
+        lines.append(f"- would change: {task.task}")
+        if task.diff:
+            lines.append("```diff\n" + task.diff.strip() + "\n```")
+    return lines

@@ -1,0 +1,205 @@
+"""Submitting and reading proposals: the client side shared by the CLI, the API and the SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from interlock import search
+from interlock.models import (
+    DecisionInput,
+    DecisionResult,
+    Proposal,
+    ProposalState,
+    ProposalStatus,
+    RemediationInput,
+)
+from interlock.policy import Policy, format_validation_errors, validate_against_policy
+
+WORKFLOW_TYPE = "RemediationWorkflow"
+
+
+class ProposalInvalid(ValueError):
+    """A proposal refused before any workflow starts; `errors` names each field and reason."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+class ProposalConflict(ValueError):
+    """The proposal id is taken by a different proposal."""
+
+
+class ProposalNotFound(LookupError):
+    pass
+
+
+class DecisionRefused(ValueError):
+    """An Update validator refused the decision; nothing was written to history."""
+
+
+def parse_proposal(data: str | bytes | dict[str, Any], policy: Policy) -> Proposal:
+    """Validate a proposal document fully (shape, types, catalog) or raise ProposalInvalid."""
+    try:
+        if isinstance(data, dict):
+            proposal = Proposal.model_validate(data, strict=False)
+        else:
+            proposal = Proposal.model_validate_json(data)
+    except ValidationError as exc:
+        raise ProposalInvalid(format_validation_errors(exc)) from exc
+    errors = validate_against_policy(proposal, policy)
+    if errors:
+        raise ProposalInvalid(errors)
+    return proposal
+
+
+def body_digest(proposal: Proposal) -> str:
+    canonical = json.dumps(proposal.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class Submission:
+    proposal_id: str
+    workflow_id: str
+    created: bool
+    run_id: str | None
+
+
+async def submit(client: Client, proposal: Proposal, task_queue: str, policy: Policy) -> Submission:
+    """Start the proposal's workflow, or return the existing one for the same proposal_id.
+
+    The workflow id is the proposal id, so a resubmission can never start a second execution.
+    """
+    digest = body_digest(proposal)
+    service = policy.canonical_service(proposal.target.service) or proposal.target.service
+    attributes = TypedSearchAttributes(
+        [
+            search.SA_STATUS.value_set(ProposalStatus.SUBMITTED.value),
+            search.SA_ACTION.value_set(proposal.action),
+            search.SA_SERVICE.value_set(service),
+            search.SA_RECOMMENDER.value_set(proposal.recommender),
+        ]
+    )
+    try:
+        handle = await client.start_workflow(
+            WORKFLOW_TYPE,
+            RemediationInput(proposal=proposal, submitted_at=datetime.now(UTC)),
+            id=proposal.proposal_id,
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=attributes,
+            memo={"body_sha256": digest},
+            static_summary=(
+                f"{proposal.action} {service} ({proposal.target.environment}) "
+                f"by {proposal.recommender}"
+            ),
+        )
+        return Submission(proposal.proposal_id, handle.id, True, handle.result_run_id)
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle(proposal.proposal_id)
+        desc = await handle.describe()
+        existing = await desc.memo_value("body_sha256", default=None)
+        if existing != digest:
+            raise ProposalConflict(
+                f"proposal_id {proposal.proposal_id!r} is already used by a different proposal"
+            ) from None
+        return Submission(proposal.proposal_id, handle.id, False, desc.run_id)
+
+
+async def get_state(client: Client, proposal_id: str) -> ProposalState:
+    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(proposal_id)
+    try:
+        return await handle.query("status", result_type=ProposalState)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise ProposalNotFound(f"no proposal {proposal_id!r}") from None
+        raise
+
+
+async def wait_until_settled(
+    client: Client, proposal_id: str, timeout: float = 300.0, interval: float = 0.25
+) -> ProposalState:
+    """Wait until the automatic stages are done (awaiting a person, or final)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            state = await get_state(client, proposal_id)
+            if not state.status.is_automatic_stage:
+                return state
+        except RPCError as exc:
+            # The first workflow task may not have run yet: the query has nothing to answer.
+            if (
+                "not started" not in str(exc).lower()
+                and exc.status != RPCStatusCode.FAILED_PRECONDITION
+            ):
+                raise
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"proposal {proposal_id} still in automatic stages after {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def wait_until_final(
+    client: Client, proposal_id: str, timeout: float = 600.0
+) -> ProposalState:
+    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(proposal_id)
+    return await asyncio.wait_for(handle.result(result_type=ProposalState), timeout)
+
+
+async def decide(
+    client: Client, proposal_id: str, decision: str, inp: DecisionInput
+) -> DecisionResult:
+    from temporalio.client import WorkflowUpdateFailedError
+
+    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(proposal_id)
+    try:
+        return await handle.execute_update(decision, inp, result_type=DecisionResult)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = getattr(cause, "message", None) or str(cause or exc)
+        raise DecisionRefused(message) from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise DecisionRefused(f"no open proposal {proposal_id!r} (it may be final)") from None
+        raise
+
+
+async def list_proposals(
+    client: Client, status: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    query = f"WorkflowType = '{WORKFLOW_TYPE}'"
+    if status:
+        if status not in {s.value for s in ProposalStatus}:
+            raise ValueError(f"unknown status {status!r}")
+        query += f" AND {search.SA_STATUS.name} = '{status}'"
+    rows: list[dict[str, Any]] = []
+    async for wf in client.list_workflows(query, limit=limit):
+        attrs = wf.typed_search_attributes
+        rows.append(
+            {
+                "proposal_id": wf.id,
+                "status": attrs.get(search.SA_STATUS),
+                "action": attrs.get(search.SA_ACTION),
+                "service": attrs.get(search.SA_SERVICE),
+                "risk_tier": attrs.get(search.SA_RISK_TIER),
+                "recommender": attrs.get(search.SA_RECOMMENDER),
+                "submitted_at": wf.start_time.isoformat() if wf.start_time else None,
+            }
+        )
+    return rows

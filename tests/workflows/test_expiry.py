@@ -1,0 +1,43 @@
+"""Expiry on the time-skipping test server: a proposal nobody decides on expires; nothing runs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from interlock.lab import Lab
+from interlock.models import ProposalStatus
+from interlock.settings import Settings
+from tests.conftest import test_server_bin
+from tests.support import final, make_proposal, propose
+from worker.main import build_worker
+
+
+@pytest_asyncio.fixture(scope="module")
+async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=test_server_bin(), data_converter=pydantic_data_converter
+    ) as env:
+        yield env
+
+
+async def test_unanswered_proposal_expires_after_24h_and_changes_nothing(
+    skipping_env: WorkflowEnvironment, settings: Settings, task_queue: str, fresh_lab: Lab
+) -> None:
+    before = fresh_lab.status()
+    client = skipping_env.client
+    proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v1"})
+    async with build_worker(client, settings, task_queue):
+        state = await propose(client, settings, task_queue, proposal)
+        assert state.status is ProposalStatus.AWAITING_APPROVAL
+        start = await skipping_env.get_current_time()
+        done = await final(client, proposal.proposal_id)
+        waited = await skipping_env.get_current_time() - start
+
+    assert done.status is ProposalStatus.EXPIRED
+    assert done.execution is None and done.decisions == []
+    assert waited.total_seconds() >= 24 * 3600 - 60
+    assert fresh_lab.status()["services"] == before["services"]

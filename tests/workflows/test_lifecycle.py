@@ -1,0 +1,138 @@
+"""The whole lifecycle on the real dev server, with real Ansible runs against the lab."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from interlock.lab import Lab
+from interlock.models import ProposalStatus, Stage
+from interlock.settings import Settings
+from tests.support import approve, final, make_proposal, propose
+from workflows.remediation import RemediationWorkflow
+
+HISTORIES = Path(__file__).parent.parent / "histories"
+
+
+async def check_replays(client: Client, workflow_id: str, name: str) -> None:
+    """Today's code must replay the history it just wrote; optionally record it for the suite."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    await Replayer(
+        workflows=[RemediationWorkflow], data_converter=pydantic_data_converter
+    ).replay_workflow(history)
+    if os.environ.get("INTERLOCK_RECORD_HISTORIES"):
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+async def test_restart_approved_completes_with_new_pid(
+    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+) -> None:
+    before = fresh_lab.status()["services"]["checkout-api"]
+    proposal = make_proposal(settings, "restart_service")
+
+    state = await propose(client, settings, worker, proposal)
+    assert state.status is ProposalStatus.AWAITING_APPROVAL
+    assert state.risk is not None and state.risk.factors
+    assert state.preview is not None and state.preview.ok
+    assert state.preview.changed_tasks, "the preview must show the restart it would do"
+    # Preview is check mode: nothing changed yet.
+    assert fresh_lab.status()["services"]["checkout-api"]["pid"] == before["pid"]
+
+    result = await approve(client, proposal.proposal_id)
+    assert result.status is ProposalStatus.EXECUTING
+    done = await final(client, proposal.proposal_id)
+
+    assert done.status is ProposalStatus.COMPLETED, done.reasons
+    after = fresh_lab.status()["services"]["checkout-api"]
+    assert after["healthy"] and after["pid"] != before["pid"]
+    assert done.execution is not None and done.execution.tasks
+    assert [d.approver for d in done.decisions] == ["alice"]
+    await check_replays(client, proposal.proposal_id, "approved_restart")
+
+
+async def test_rollback_deployment_to_v1_moves_symlink(
+    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+) -> None:
+    proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v1"})
+    await propose(client, settings, worker, proposal)
+    await approve(client, proposal.proposal_id)
+    done = await final(client, proposal.proposal_id)
+
+    assert done.status is ProposalStatus.COMPLETED, done.reasons
+    current = fresh_lab.root / "services" / "checkout-api" / "current"
+    assert os.readlink(current).endswith("v1")
+    assert fresh_lab.status()["services"]["checkout-api"]["version"] == "v1"
+
+
+async def test_change_access_grant(
+    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+) -> None:
+    assert "dana" not in fresh_lab.status()["groups"]["payments-oncall"]
+    proposal = make_proposal(settings, "change_access")
+    await propose(client, settings, worker, proposal)
+    await approve(client, proposal.proposal_id, approver="carol", reason="rotation")
+    done = await final(client, proposal.proposal_id)
+
+    assert done.status is ProposalStatus.COMPLETED, done.reasons
+    assert "dana" in fresh_lab.status()["groups"]["payments-oncall"]
+
+
+async def test_reject_changes_nothing(
+    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+) -> None:
+    before = fresh_lab.status()
+    proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v1"})
+    await propose(client, settings, worker, proposal)
+    from interlock.models import DecisionInput
+    from interlock.proposals import decide
+
+    result = await decide(
+        client, proposal.proposal_id, "reject", DecisionInput(approver="bob", reason="not v1")
+    )
+    assert result.status is ProposalStatus.REJECTED
+    done = await final(client, proposal.proposal_id)
+    assert done.status is ProposalStatus.REJECTED
+    assert done.execution is None
+    assert fresh_lab.status()["services"] == before["services"]
+    await check_replays(client, proposal.proposal_id, "rejected_rollback")
+
+
+async def test_rollback_to_broken_release_rolls_back(
+    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+) -> None:
+    proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v0"})
+    await propose(client, settings, worker, proposal)
+    await approve(client, proposal.proposal_id)
+    done = await final(client, proposal.proposal_id)
+
+    assert done.status is ProposalStatus.ROLLED_BACK, done.reasons
+    assert done.verification is not None and not done.verification.ok
+    assert done.rollback is not None and done.rollback.ok
+    assert done.rollback_verification is not None and done.rollback_verification.ok
+    svc = fresh_lab.status()["services"]["checkout-api"]
+    assert svc["healthy"] and svc["version"] == "v2"
+    await check_replays(client, proposal.proposal_id, "rolled_back_v0")
+
+
+async def test_failing_rollback_needs_manual_intervention(
+    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+) -> None:
+    # The release we would roll back to is broken too: the running v2 process is healthy
+    # (it read its release at start), but any restart on v2 now fails its health check.
+    release = fresh_lab.root / "services" / "checkout-api" / "releases" / "v2" / "release.json"
+    release.write_text(json.dumps({"version": "v2", "healthy": False}))
+    proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v0"})
+    state = await propose(client, settings, worker, proposal)
+    assert state.status is ProposalStatus.AWAITING_APPROVAL
+    await approve(client, proposal.proposal_id)
+    done = await final(client, proposal.proposal_id)
+
+    assert done.status is ProposalStatus.NEEDS_MANUAL_INTERVENTION, done.reasons
+    assert any("rollback" in r for r in done.reasons)
+    stages = [r.stage for r in (done.execution, done.verification, done.rollback) if r]
+    assert stages == [Stage.EXECUTE, Stage.VERIFY, Stage.ROLLBACK]
