@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import hashlib
 import logging
 import os
+import re
 import sys
 import threading
 from datetime import UTC, datetime
@@ -57,7 +59,9 @@ class PlaybookRunner:
     def extra_vars(self, run: PlaybookRun) -> dict[str, Any]:
         params = safe_vars(run.parameters, "parameters")
         facts = safe_vars({k: v for k, v in run.facts.items() if k in FACT_KEYS}, "facts")
-        stage_key = "rollback" if run.stage in (Stage.ROLLBACK, Stage.VERIFY_ROLLBACK) else "run"
+        rollback = run.stage in (Stage.ROLLBACK, Stage.VERIFY_ROLLBACK)
+        slug = re.sub(r"[^a-z0-9._-]", "-", run.proposal_id.lower())[:48]
+        unique = hashlib.sha256(run.proposal_id.encode()).hexdigest()[:8]
         return {
             **params,
             **(facts if run.stage is not Stage.PREVIEW else {}),
@@ -66,7 +70,9 @@ class PlaybookRunner:
             "service_manager": self.settings.service_manager,
             # One idempotency key per proposal and direction: a retried execution after a
             # worker crash must not restart a service twice.
-            "interlock_change_id": f"{run.proposal_id}.{stage_key}",
+            "interlock_change_id": f"{slug}-{unique}.{'rollback' if rollback else 'run'}",
+            # Verify playbooks check the forward change, or after a rollback the state before it.
+            "interlock_direction": "rollback" if rollback else "forward",
         }
 
     @activity.defn(name="run_playbook")
@@ -82,6 +88,14 @@ class PlaybookRunner:
         cancelled = threading.Event()
         started = datetime.now(UTC)
         extravars = self.extra_vars(run)
+        digest = playbooks_digest(self.settings.playbooks_dir)
+        if run.expected_digest and digest != run.expected_digest:
+            # The plan on disk is not the plan that was approved: run nothing.
+            raise ApplicationError(
+                "plan changed: the playbooks differ from the approved plan",
+                type="PlanChanged",
+                non_retryable=True,
+            )
 
         def execute() -> Any:
             return ansible_runner.run(
@@ -92,8 +106,12 @@ class PlaybookRunner:
                 extravars=extravars,
                 cmdline="--check --diff" if run.stage is Stage.PREVIEW else "--diff",
                 quiet=True,
-                job_timeout=self.settings.playbook_timeout_seconds,
-                idle_timeout=self.settings.playbook_idle_timeout_seconds,
+                # ansible-runner has no limits by default: always set both.
+                settings={
+                    "job_timeout": self.settings.playbook_timeout_seconds,
+                    "idle_timeout": self.settings.playbook_idle_timeout_seconds,
+                    "suppress_ansible_output": True,
+                },
                 envvars=ansible_env(),
                 cancel_callback=cancelled.is_set,
                 suppress_env_files=True,
@@ -115,6 +133,7 @@ class PlaybookRunner:
             started_at=started,
             finished_at=datetime.now(UTC),
             error=None if status == "successful" else first_failure(tasks, status),
+            playbooks_digest=digest,
         )
 
     async def _run_heartbeating(
@@ -133,6 +152,19 @@ class PlaybookRunner:
             await asyncio.shield(future)
             raise
         return future.result()
+
+
+def playbooks_digest(playbooks_dir: Path) -> str:
+    """sha256 over every file Ansible reads from the playbook tree (project, inventory, env)."""
+    digest = hashlib.sha256()
+    for sub in ("project", "inventory", "env"):
+        root = playbooks_dir / sub
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(str(path.relative_to(playbooks_dir)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def ansible_env() -> dict[str, str]:

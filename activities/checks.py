@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
 
-from interlock.models import Assessment, EvidenceCheck, EvidenceReport, Proposal, ServiceFacts
+from interlock.governance import Assessment, Governance
+from interlock.models import EvidenceCheck, EvidenceReport, Proposal, ServiceFacts
 from interlock.policy import Policy, load_policy, validate_against_policy
 from interlock.settings import Settings
 
@@ -30,8 +31,17 @@ class ProposalChecks:
             return Assessment(ok=False, reasons=errors, policy_version=policy.version_id)
         service = policy.canonical_service(proposal.target.service)
         assert service is not None  # validate_against_policy refused unknown services
+        violations = policy.scope_violations(proposal, service)
+        if violations:
+            return Assessment(
+                ok=False,
+                reasons=violations,
+                policy_version=policy.version_id,
+                security_violation=True,
+            )
         action = policy.actions[proposal.action]
-        evidence = check_evidence(proposal, policy, service, datetime.now(UTC))
+        now = datetime.now(UTC)
+        evidence = check_evidence(proposal, policy, service, now)
         return Assessment(
             ok=evidence.ok,
             reasons=evidence.reasons,
@@ -44,8 +54,17 @@ class ProposalChecks:
             evidence=evidence,
             base_risk=action.base_risk,
             environment_risk=policy.environments[proposal.target.environment].risk,
-            approval_timeout_seconds=policy.approval_timeout_for(proposal.action).total_seconds(),
-            roster={name: a.groups for name, a in policy.roster.items()},
+            approval_timeout_seconds=(
+                action.approval_timeout.total_seconds() if action.approval_timeout else None
+            ),
+            governance=Governance.from_policy(
+                policy,
+                proposal.action,
+                proposal.target.environment,
+                service,
+                proposal.recommender,
+                now,
+            ),
         )
 
 

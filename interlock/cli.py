@@ -284,45 +284,228 @@ def render_state(state: ProposalState) -> None:
         )
 
 
-def _decide(decision: str, proposal_id: str, user: str, reason: str, json_out: bool) -> None:
-    from interlock.proposals import decide
+def _decide(
+    decision: str,
+    proposal_id: str,
+    user: str | None,
+    reason: str,
+    token: str | None,
+    json_out: bool,
+) -> None:
+    from interlock.keys import key_path
+    from interlock.proposals import decide, sign_decision
     from interlock.temporal import connect
 
     s = settings()
+    if not user and not token:
+        fail("give --as USER or --token TOKEN", 2)
 
     async def body() -> None:
         client = await connect(s)
-        result = await decide(
-            client, proposal_id, decision, DecisionInput(approver=user, reason=reason)
-        )
+        tok = token
+        if tok is None and user and key_path(s.keys_dir, user).exists():
+            # Sign with the approver's own key: the approval is bound to this exact plan.
+            tok = await sign_decision(client, s.keys_dir, proposal_id, decision, user, reason)
+        inp = DecisionInput(approver=user or "", reason=reason, token=tok)
+        result = await decide(client, proposal_id, decision, inp)
         if json_out:
-            print_json(result.model_dump(mode="json"))
+            print_json(result.model_dump(mode="json") | {"signed": tok is not None})
         else:
-            out.print(f"{proposal_id}  {decision}d by {user}; now {result.status.value}")
+            how = "signed" if tok else "UNSIGNED"
+            out.print(
+                f"{proposal_id}  {decision}d by {result.approver} ({how}); now {result.status.value}"
+            )
 
     run(body)
+
+
+AsOption = Annotated[
+    str | None, typer.Option("--as", help="Approver (must be in the policy's roster).")
+]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", help="A signed token made with `interlock sign`.")
+]
 
 
 @app.command()
 def approve(
     proposal_id: str,
-    as_: Annotated[str, typer.Option("--as", help="Approver (must be in the policy's roster).")],
+    as_: AsOption = None,
     reason: Annotated[str, typer.Option(help="Why you approve.")] = "",
+    token: TokenOption = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Approve a proposal that is awaiting approval."""
-    _decide("approve", proposal_id, as_, reason, json_out)
+    """Approve a proposal (signed with your key when you have one)."""
+    _decide("approve", proposal_id, as_, reason, token, json_out)
 
 
 @app.command()
 def reject(
     proposal_id: str,
-    as_: Annotated[str, typer.Option("--as", help="Approver (must be in the policy's roster).")],
+    as_: AsOption = None,
     reason: Annotated[str, typer.Option(help="Why you reject (required).")] = "",
+    token: TokenOption = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Reject a proposal that is awaiting approval."""
-    _decide("reject", proposal_id, as_, reason, json_out)
+    _decide("reject", proposal_id, as_, reason, token, json_out)
+
+
+@app.command()
+def sign(
+    proposal_id: str,
+    as_: Annotated[str, typer.Option("--as", help="Whose key signs.")],
+    reason: Annotated[str, typer.Option(help="Why.")] = "",
+    decision: Annotated[str, typer.Option(help="approve or reject.")] = "approve",
+) -> None:
+    """Print a signed token for the Web UI's Update dialog: {"token": "..."}."""
+    from interlock.proposals import sign_decision
+    from interlock.temporal import connect
+
+    if decision not in ("approve", "reject"):
+        fail("--decision must be approve or reject", 2)
+    s = settings()
+
+    async def body() -> None:
+        client = await connect(s)
+        tok = await sign_decision(client, s.keys_dir, proposal_id, decision, as_, reason)
+        print_json({"token": tok})
+
+    run(body)
+
+
+keys_app = typer.Typer(help="Approver signing keys (Ed25519).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate(user: str) -> None:
+    """Make USER's key pair under the state folder and print the public key for the policy."""
+    from interlock.keys import write_key
+
+    s = settings()
+    public = write_key(s.keys_dir, user)
+    out.print(f"private key: {s.keys_dir / (user + '.key')} (keep it on the approver's machine)")
+    out.print(f'policy roster entry:  {user}: {{groups: [...], public_key: "{public}"}}')
+
+
+def _scope(all_: bool, action: str | None, recommender: str | None, service: str | None) -> Any:
+    from interlock.models import PauseScope
+
+    chosen = [x for x in (all_, action, recommender, service) if x]
+    if len(chosen) != 1:
+        fail("give exactly one of --all, --action, --recommender, --service", 2)
+    return PauseScope(all=all_, action=action, recommender=recommender, service=service)
+
+
+def _scope_query(scope: Any) -> str:
+    from interlock import search
+
+    if scope.all:
+        return ""
+    for key, value in (
+        (search.SA_ACTION, scope.action),
+        (search.SA_RECOMMENDER, scope.recommender),
+        (search.SA_SERVICE, scope.service),
+    ):
+        if value:
+            return f"{key.name} = '{value}'"
+    return ""
+
+
+@app.command()
+def pause(
+    all_: Annotated[bool, typer.Option("--all", help="Pause everything.")] = False,
+    action: Annotated[str | None, typer.Option(help="Pause one action.")] = None,
+    recommender: Annotated[str | None, typer.Option(help="Pause one recommender.")] = None,
+    service: Annotated[str | None, typer.Option(help="Pause one service.")] = None,
+    reason: Annotated[str, typer.Option(help="Why (required).")] = "",
+    abort_running: Annotated[
+        bool, typer.Option("--abort-running", help="Cancel running playbooks and roll back.")
+    ] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List active pauses.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Kill switch: proposals in scope keep collecting decisions but do not execute."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from interlock.models import Pause
+    from interlock.pauses import PauseStore, database_url
+    from interlock.proposals import broadcast
+    from interlock.temporal import connect
+
+    s = settings()
+    store = PauseStore(database_url(s))
+    if list_:
+        pauses = store.active()
+        if json_out:
+            print_json([p.model_dump(mode="json") for p in pauses])
+            return
+        table = Table("scope", "by", "since", "reason", "abort running")
+        for p in pauses:
+            table.add_row(
+                p.scope.describe(),
+                p.by,
+                p.at.isoformat(timespec="seconds"),
+                p.reason,
+                "yes" if p.abort_running else "no",
+            )
+        out.print(table)
+        return
+    scope = _scope(all_, action, recommender, service)
+    if not reason.strip():
+        fail("--reason is required", 2)
+    record = Pause(
+        scope=scope,
+        reason=reason,
+        by=getpass.getuser(),
+        at=datetime.now(UTC),
+        abort_running=abort_running,
+    )
+    store.add(record)
+
+    async def body() -> None:
+        client = await connect(s)
+        n = await broadcast(client, "pause", record, _scope_query(scope))
+        if json_out:
+            print_json({"paused": scope.describe(), "signalled": n})
+        else:
+            out.print(f"paused {scope.describe()}: {n} open proposal(s) signalled")
+
+    run(body)
+
+
+@app.command()
+def resume(
+    all_: Annotated[bool, typer.Option("--all", help="Resume everything.")] = False,
+    action: Annotated[str | None, typer.Option(help="Resume one action.")] = None,
+    recommender: Annotated[str | None, typer.Option(help="Resume one recommender.")] = None,
+    service: Annotated[str | None, typer.Option(help="Resume one service.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """End a pause with the same scope; held proposals continue."""
+    import getpass
+
+    from interlock.pauses import PauseStore, database_url
+    from interlock.proposals import broadcast
+    from interlock.temporal import connect
+
+    s = settings()
+    scope = _scope(all_, action, recommender, service)
+    ended = PauseStore(database_url(s)).resume(scope, getpass.getuser())
+
+    async def body() -> None:
+        client = await connect(s)
+        n = await broadcast(client, "resume", scope, _scope_query(scope))
+        if json_out:
+            print_json({"resumed": scope.describe(), "pauses_ended": ended, "signalled": n})
+        else:
+            out.print(
+                f"resumed {scope.describe()}: {ended} pause(s) ended, {n} proposal(s) signalled"
+            )
+
+    run(body)
 
 
 # --- Lab ---------------------------------------------------------------------------------

@@ -179,20 +179,6 @@ class ServiceFacts(BaseModel):
     dependents: list[str]
 
 
-class Assessment(BaseModel):
-    """Everything the checks activity established, as the workflow's input to risk and approval."""
-
-    ok: bool
-    reasons: list[str]
-    policy_version: str
-    service: ServiceFacts | None = None
-    evidence: EvidenceReport | None = None
-    base_risk: int = 0
-    environment_risk: int = 0
-    approval_timeout_seconds: float = 86400.0
-    roster: dict[str, list[str]] = Field(default_factory=dict)
-
-
 class TaskResult(BaseModel):
     host: str
     task: str
@@ -210,6 +196,8 @@ class PlaybookRun(BaseModel):
     service: str
     parameters: dict[str, str]
     facts: dict[str, str] = Field(default_factory=dict)
+    # For execution: the playbook tree digest that was approved; refuse to run anything else.
+    expected_digest: str | None = None
 
 
 class PlaybookResult(BaseModel):
@@ -223,6 +211,8 @@ class PlaybookResult(BaseModel):
     started_at: datetime
     finished_at: datetime
     error: str | None = None
+    # sha256 over the playbook tree and inventory that ran: part of the plan an approval binds.
+    playbooks_digest: str = ""
 
     @property
     def changed_tasks(self) -> list[TaskResult]:
@@ -234,8 +224,10 @@ class DecisionInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    approver: str
+    approver: str = ""
     reason: str = ""
+    # A signed approval token (`interlock sign`); approver and reason then come from it.
+    token: str | None = None
 
 
 class DecisionRecord(BaseModel):
@@ -244,6 +236,9 @@ class DecisionRecord(BaseModel):
     reason: str
     at: datetime
     groups: list[str] = Field(default_factory=list)
+    signed: bool = False
+    human: bool = True
+    plan_hash: str | None = None
 
 
 class DecisionResult(BaseModel):
@@ -278,8 +273,85 @@ class ProposalState(BaseModel):
     rollback_verification: PlaybookResult | None = None
     reasons: list[str] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)
+    plan_hash: str | None = None
+    mode: str = "approve"
+    waiting_for: str | None = None
+    escalated: bool = False
+    pauses: list[Pause] = Field(default_factory=list)
+    freezes: list[str] = Field(default_factory=list)
+    duplicates: list[str] = Field(default_factory=list)
+
+
+class PauseScope(BaseModel):
+    """What a kill switch covers: everything, or one action, recommender or service."""
+
+    model_config = ConfigDict(frozen=True)
+
+    all: bool = False
+    action: str | None = None
+    recommender: str | None = None
+    service: str | None = None
+
+    def covers(self, action: str, recommender: str, service: str) -> bool:
+        return (
+            self.all
+            or self.action == action
+            or self.recommender == recommender
+            or self.service == service
+        )
+
+    def describe(self) -> str:
+        if self.all:
+            return "all"
+        parts = [
+            f"{k}={v}"
+            for k, v in (
+                ("action", self.action),
+                ("recommender", self.recommender),
+                ("service", self.service),
+            )
+            if v
+        ]
+        return ",".join(parts)
+
+
+class Pause(BaseModel):
+    scope: PauseScope
+    reason: str
+    by: str
+    at: datetime
+    abort_running: bool = False
+
+
+class PrecheckInput(BaseModel):
+    proposal_id: str
+    action: str
+    environment: str
+    service: str
+    recommender: str
+    playbooks_digest: str
+
+
+class PrecheckResult(BaseModel):
+    playbooks_digest: str
+    freezes: list[str]
+    pauses: list[Pause]
+
+
+class Notification(BaseModel):
+    kind: str  # awaiting_approval, escalation, outcome
+    proposal_id: str
+    text: str
+    status: str
+    group: str | None = None
 
 
 class RemediationInput(BaseModel):
     proposal: Proposal
     submitted_at: datetime
+    # False only where the server has no Interlock search attributes (the time-skipping
+    # test server); everywhere else status and tier are kept filterable in the UI.
+    search_attributes: bool = True
+
+
+ProposalState.model_rebuild()

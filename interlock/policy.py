@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from interlock.models import SAFE_NAME, Proposal, RiskTier, Stage
 
@@ -30,6 +40,9 @@ def parse_duration(value: Any) -> timedelta:
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    elif isinstance(value, str) and value.lstrip("-").startswith("P"):
+        # ISO 8601, as pydantic serialises a timedelta (policy snapshots in workflow history).
+        seconds = TypeAdapter(timedelta).validate_python(value).total_seconds()
     else:
         raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 30m, 24h, 7d)")
     if seconds <= 0:
@@ -112,7 +125,7 @@ class ActionSpec(_Model):
 
 class Approver(_Model):
     groups: list[str]
-    public_key: str | None = None
+    public_key: str | None = None  # Ed25519, base64 of the raw 32 bytes
 
 
 class Environment(_Model):
@@ -136,6 +149,121 @@ class RiskSettings(_Model):
         return RiskTier.LOW
 
 
+class ApprovalRule(_Model):
+    """How many distinct approvers a tier needs, from which groups, and its clocks."""
+
+    approvals: Annotated[int, Field(ge=1, le=10)] = 1
+    groups: list[str] | None = None  # None: any group in the roster
+    require_owner: bool = False  # one approver must be in the service's owning group
+    require_group: str | None = None  # one approver must be in this group
+    unsigned_allowed: bool = False
+    escalate_after: Duration = timedelta(hours=4)
+    expire_after: Duration = timedelta(hours=24)
+    escalation_group: str | None = None
+
+
+class Mode(StrEnum):
+    SHADOW = "shadow"
+    APPROVE = "approve"
+    AUTO = "auto"
+
+
+class ModeRule(_Model):
+    action: str = "*"
+    environment: str = "*"
+    service: str = "*"
+    mode: Mode = Mode.APPROVE
+    max_tier: RiskTier = RiskTier.LOW  # auto only: highest tier the policy approves itself
+    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.9
+
+    @model_validator(mode="after")
+    def _never_auto_high(self) -> ModeRule:
+        if self.mode is Mode.AUTO and self.max_tier.rank > RiskTier.MEDIUM.rank:
+            raise ValueError("auto mode may never approve high or critical changes")
+        return self
+
+    def matches(self, action: str, environment: str, service: str) -> bool:
+        return all(
+            rule in ("*", value)
+            for rule, value in (
+                (self.action, action),
+                (self.environment, environment),
+                (self.service, service),
+            )
+        )
+
+
+class RecommenderScope(_Model):
+    actions: list[str]
+    services: list[str] = Field(default_factory=lambda: ["*"])
+    environments: list[str] = Field(default_factory=lambda: ["*"])
+    max_tier: RiskTier = RiskTier.HIGH
+
+
+class FreezeWindow(_Model):
+    name: str
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    # Recurring: days of week (mon..sun) and a UTC time range "HH:MM-HH:MM".
+    days: list[str] = Field(default_factory=list)
+    hours: str | None = None
+    environments: list[str] = Field(default_factory=lambda: ["*"])
+    actions: list[str] = Field(default_factory=lambda: ["*"])
+
+    @model_validator(mode="after")
+    def _shape(self) -> FreezeWindow:
+        if self.start is None and self.end is None and not self.days and not self.hours:
+            raise ValueError("a freeze needs start/end or a recurring days/hours rule")
+        if self.start and self.end and self.end <= self.start:
+            raise ValueError("end must be after start")
+        bad = [d for d in self.days if d not in _DAYS]
+        if bad:
+            raise ValueError(f"unknown day(s) {bad}; use {', '.join(_DAYS)}")
+        if self.hours and not re.match(r"^\d\d:\d\d-\d\d:\d\d$", self.hours):
+            raise ValueError("hours must look like 22:00-06:00 (UTC)")
+        return self
+
+    def active(self, now: datetime, action: str, environment: str) -> bool:
+        if "*" not in self.actions and action not in self.actions:
+            return False
+        if "*" not in self.environments and environment not in self.environments:
+            return False
+        if self.start and now < self.start:
+            return False
+        if self.end and now >= self.end:
+            return False
+        if self.days and _DAYS[now.astimezone(UTC).weekday()] not in self.days:
+            return False
+        if self.hours:
+            begin, finish = self.hours.split("-")
+            clock = now.astimezone(UTC).strftime("%H:%M")
+            inside = (
+                begin <= clock < finish if begin <= finish else (clock >= begin or clock < finish)
+            )
+            if not inside:
+                return False
+        return True
+
+
+class Notifier(_Model):
+    kind: Literal["file", "webhook"] = "file"
+    path: str = "notifications.jsonl"  # relative to the state folder
+    url: str | None = None
+    ui_base_url: str = "http://localhost:8233"
+
+
+_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def default_rules() -> dict[RiskTier, ApprovalRule]:
+    return {
+        RiskTier.LOW: ApprovalRule(approvals=1, unsigned_allowed=True),
+        RiskTier.MEDIUM: ApprovalRule(approvals=1, unsigned_allowed=True),
+        RiskTier.HIGH: ApprovalRule(approvals=2, require_owner=True),
+        RiskTier.CRITICAL: ApprovalRule(approvals=2, require_group="security"),
+    }
+
+
 class Policy(_Model):
     version: int = 1
     approval_timeout: Duration = timedelta(hours=24)
@@ -146,6 +274,12 @@ class Policy(_Model):
     actions: dict[str, ActionSpec]
     roster: dict[str, Approver]
     risk: RiskSettings = Field(default_factory=RiskSettings)
+    approval_rules: dict[RiskTier, ApprovalRule] = Field(default_factory=default_rules)
+    recommenders: dict[str, RecommenderScope] = Field(default_factory=dict)
+    modes: list[ModeRule] = Field(default_factory=list)
+    freezes: list[FreezeWindow] = Field(default_factory=list)
+    emergency_group: str = "emergency"
+    notifier: Notifier = Field(default_factory=Notifier)
 
     # Set by load_policy: the sha256 of the file the policy was read from.
     digest: str = ""
@@ -170,6 +304,29 @@ class Policy(_Model):
             for group in approver.groups:
                 if group not in known_groups:
                     errors.append(f"roster.{name}.groups: unknown group {group!r}")
+        for tier, rule in self.approval_rules.items():
+            for group in [*(rule.groups or []), rule.require_group, rule.escalation_group]:
+                if group is not None and group not in known_groups:
+                    errors.append(f"approval_rules.{tier.value}: unknown group {group!r}")
+            if rule.escalate_after >= rule.expire_after:
+                errors.append(
+                    f"approval_rules.{tier.value}.escalate_after: must be before expire_after"
+                )
+        for tier in RiskTier:
+            if tier not in self.approval_rules:
+                errors.append(f"approval_rules.{tier.value}: missing")
+        for name, scope in self.recommenders.items():
+            for action_name in scope.actions:
+                if action_name != "*" and action_name not in self.actions:
+                    errors.append(f"recommenders.{name}.actions: unknown action {action_name!r}")
+            for svc_name in scope.services:
+                if svc_name != "*" and svc_name not in self.services:
+                    errors.append(f"recommenders.{name}.services: unknown service {svc_name!r}")
+        for i, rule in enumerate(self.modes):
+            if rule.action != "*" and rule.action not in self.actions:
+                errors.append(f"modes.{i}.action: unknown action {rule.action!r}")
+        if self.emergency_group not in known_groups:
+            errors.append(f"emergency_group: unknown group {self.emergency_group!r}")
         aliases: dict[str, str] = {}
         for name, svc in self.services.items():
             for alias in [name, *svc.aliases]:
@@ -208,6 +365,35 @@ class Policy(_Model):
     def approval_timeout_for(self, action: str) -> timedelta:
         spec = self.actions[action]
         return spec.approval_timeout or self.approval_timeout
+
+    def mode_for(self, action: str, environment: str, service: str) -> ModeRule:
+        """The last matching mode rule wins; the default is `approve`."""
+        chosen = ModeRule()
+        for rule in self.modes:
+            if rule.matches(action, environment, service):
+                chosen = rule
+        return chosen
+
+    def active_freezes(self, now: datetime, action: str, environment: str) -> list[str]:
+        return [f.name for f in self.freezes if f.active(now, action, environment)]
+
+    def scope_violations(self, proposal: Proposal, service: str) -> list[str]:
+        """Why a recommender may not propose this (empty when it may)."""
+        scope = self.recommenders.get(proposal.recommender)
+        who = proposal.recommender
+        if scope is None:
+            if not self.recommenders:
+                return []  # no scopes configured: every recommender may propose
+            return [f"recommender: {who!r} has no scope in the policy"]
+        problems = []
+        if "*" not in scope.actions and proposal.action not in scope.actions:
+            problems.append(f"scope: {who} may not propose {proposal.action}")
+        if "*" not in scope.services and service not in scope.services:
+            problems.append(f"scope: {who} may not propose changes to {service}")
+        env = proposal.target.environment
+        if "*" not in scope.environments and env not in scope.environments:
+            problems.append(f"scope: {who} may not propose changes in {env}")
+        return problems
 
 
 def validate_against_policy(proposal: Proposal, policy: Policy) -> list[str]:

@@ -7,11 +7,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
+    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -81,7 +83,14 @@ class Submission:
     run_id: str | None
 
 
-async def submit(client: Client, proposal: Proposal, task_queue: str, policy: Policy) -> Submission:
+async def submit(
+    client: Client,
+    proposal: Proposal,
+    task_queue: str,
+    policy: Policy,
+    *,
+    search_attributes: bool = True,
+) -> Submission:
     """Start the proposal's workflow, or return the existing one for the same proposal_id.
 
     The workflow id is the proposal id, so a resubmission can never start a second execution.
@@ -90,25 +99,28 @@ async def submit(client: Client, proposal: Proposal, task_queue: str, policy: Po
     service = policy.canonical_service(proposal.target.service) or proposal.target.service
     attributes = TypedSearchAttributes(
         [
-            search.SA_STATUS.value_set(ProposalStatus.SUBMITTED.value),
-            search.SA_ACTION.value_set(proposal.action),
-            search.SA_SERVICE.value_set(service),
-            search.SA_RECOMMENDER.value_set(proposal.recommender),
+            SearchAttributePair(search.SA_STATUS, ProposalStatus.SUBMITTED.value),
+            SearchAttributePair(search.SA_ACTION, proposal.action),
+            SearchAttributePair(search.SA_SERVICE, service),
+            SearchAttributePair(search.SA_RECOMMENDER, proposal.recommender),
         ]
     )
     try:
         handle = await client.start_workflow(
             WORKFLOW_TYPE,
-            RemediationInput(proposal=proposal, submitted_at=datetime.now(UTC)),
+            RemediationInput(
+                proposal=proposal,
+                submitted_at=datetime.now(UTC),
+                search_attributes=search_attributes,
+            ),
             id=proposal.proposal_id,
             task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            search_attributes=attributes,
+            search_attributes=attributes if search_attributes else None,
             memo={"body_sha256": digest},
             static_summary=(
-                f"{proposal.action} {service} ({proposal.target.environment}) "
-                f"by {proposal.recommender}"
+                f"{proposal.action} {service} ({proposal.target.environment}) by {proposal.recommender}"
             ),
         )
         return Submission(proposal.proposal_id, handle.id, True, handle.result_run_id)
@@ -158,8 +170,8 @@ async def wait_until_settled(
 async def wait_until_final(
     client: Client, proposal_id: str, timeout: float = 600.0
 ) -> ProposalState:
-    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(proposal_id)
-    return await asyncio.wait_for(handle.result(result_type=ProposalState), timeout)
+    handle = client.get_workflow_handle(proposal_id, result_type=ProposalState)
+    return await asyncio.wait_for(handle.result(), timeout)
 
 
 async def decide(
@@ -203,3 +215,49 @@ async def list_proposals(
             }
         )
     return rows
+
+
+async def sign_decision(
+    client: Client, keys_dir: Path, proposal_id: str, decision: str, approver: str, reason: str
+) -> str:
+    """A token for `decision` on the proposal's current plan, signed with approver's key file."""
+    from interlock.keys import key_path
+    from interlock.models import DecisionKind
+    from interlock.signing import load_private_key, sign
+
+    path = key_path(keys_dir, approver)
+    if not path.exists():
+        raise DecisionRefused(
+            f"no key for {approver!r} at {path} (interlock keys generate {approver})"
+        )
+    state = await get_state(client, proposal_id)
+    if not state.plan_hash:
+        raise DecisionRefused(
+            f"proposal {proposal_id} has no plan to sign yet ({state.status.value})"
+        )
+    return sign(
+        load_private_key(path),
+        proposal_id=state.proposal.proposal_id,
+        workflow_id=state.workflow_id,
+        plan_hash=state.plan_hash,
+        decision=DecisionKind(decision),
+        approver=approver,
+        reason=reason,
+        now=datetime.now(UTC),
+    )
+
+
+async def broadcast(client: Client, signal: str, arg: Any, query: str) -> int:
+    """Signal every open proposal matching a visibility query; returns how many."""
+    count = 0
+    full = f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'"
+    if query:
+        full += f" AND {query}"
+    async for wf in client.list_workflows(full):
+        try:
+            await client.get_workflow_handle(wf.id, run_id=wf.run_id).signal(signal, arg)
+            count += 1
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:  # closed meanwhile: nothing to pause
+                raise
+    return count

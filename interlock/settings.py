@@ -81,5 +81,9 @@ class Settings(BaseSettings):
         return local if local.exists() else None
 
     @property
+    def keys_dir(self) -> Path:
+        return self.home_dir / "keys"
+
+    @property
     def artifacts_dir(self) -> Path:
         return self.home_dir / "artifacts"

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from interlock import search
+from interlock.keys import ensure_dev_keys
 from interlock.policy import default_policy_text
 from interlock.settings import Settings
 from interlock.temporal import TemporalUnavailable, connect, ensure_search_attributes
@@ -75,8 +76,10 @@ def prepare_home(settings: Settings) -> None:
     home.mkdir(parents=True, exist_ok=True)
     local_policy = home / "policy.yaml"
     if settings.policy_file is None and not local_policy.exists():
-        # A copy the team can edit; the packaged default stays pristine.
+        # A copy the team can edit; the packaged default stays pristine. The embedded roster
+        # gets dev keys so `interlock approve --as alice` can sign out of the box.
         local_policy.write_text(default_policy_text())
+        ensure_dev_keys(local_policy, home / "keys")
 
 
 async def run_stack(
@@ -100,13 +103,13 @@ async def run_stack(
         loop.add_signal_handler(sig, stop.set)
     try:
         if not external:
-            server_log = (home / "temporal.log").open("ab")
-            server = subprocess.Popen(
-                dev_server_command(home, port, ui_port),
-                stdout=server_log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+            with (home / "temporal.log").open("ab") as server_log:
+                server = subprocess.Popen(
+                    dev_server_command(home, port, ui_port),
+                    stdout=server_log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
             console.print(f"starting Temporal dev server on localhost:{port} ...")
         await wait_for_server(settings, server)
         client = await connect(settings)

@@ -39,9 +39,10 @@ async def connect(settings: Settings) -> Client:
             api_key=api_key,
         )
     except RuntimeError as exc:
+        detail = "connection refused" if "refused" in str(exc).lower() else str(exc)[:200]
         raise TemporalUnavailable(
-            f"cannot reach Temporal at {settings.temporal_address} "
-            f"(set TEMPORAL_ADDRESS, or start it with `interlock up`): {exc}"
+            f"cannot reach Temporal at {settings.temporal_address}: {detail} "
+            "(set TEMPORAL_ADDRESS, or start the embedded stack with `interlock up`)"
         ) from exc
 
 

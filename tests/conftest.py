@@ -19,7 +19,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from interlock import search
+from interlock.keys import ensure_dev_keys
 from interlock.lab import Lab
+from interlock.policy import default_policy_text
 from interlock.settings import Settings
 from worker.main import build_worker
 
@@ -31,7 +33,7 @@ def temporal_cli() -> str:
     return str(path) if path.exists() else shutil.which("temporal") or "temporal"
 
 
-def test_server_bin() -> str:
+def time_skipping_server_bin() -> str:
     path = BIN / "temporal-test-server"
     return str(path) if path.exists() else shutil.which("temporal-test-server") or ""
 
@@ -78,6 +80,9 @@ def fresh_lab(lab: Lab) -> Lab:
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory, lab: Lab, temporal_address: str) -> Settings:
     home = tmp_path_factory.mktemp("home")
+    # The embedded default: the packaged policy with dev keys for the roster.
+    (home / "policy.yaml").write_text(default_policy_text())
+    ensure_dev_keys(home / "policy.yaml", home / "keys")
     return Settings(
         home=home,
         lab_root=lab.root,

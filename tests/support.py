@@ -10,7 +10,14 @@ from temporalio.client import Client
 from interlock.examples import example_proposal
 from interlock.models import DecisionInput, DecisionResult, Proposal, ProposalState
 from interlock.policy import load_policy
-from interlock.proposals import decide, parse_proposal, submit, wait_until_final, wait_until_settled
+from interlock.proposals import (
+    decide,
+    parse_proposal,
+    sign_decision,
+    submit,
+    wait_until_final,
+    wait_until_settled,
+)
 from interlock.settings import Settings
 
 
@@ -34,7 +41,16 @@ async def propose(
 async def approve(
     client: Client, proposal_id: str, approver: str = "alice", reason: str = "looks right"
 ) -> DecisionResult:
+    """An unsigned approval (what someone types into the Web UI without a token)."""
     return await decide(client, proposal_id, "approve", DecisionInput(approver=approver, reason=reason))
+
+
+async def signed(
+    client: Client, settings: Settings, proposal_id: str, approver: str,
+    decision: str = "approve", reason: str = "checked",
+) -> DecisionResult:
+    token = await sign_decision(client, settings.keys_dir, proposal_id, decision, approver, reason)
+    return await decide(client, proposal_id, decision, DecisionInput(token=token))
 
 
 async def final(client: Client, proposal_id: str) -> ProposalState:

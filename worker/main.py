@@ -11,6 +11,7 @@ from temporalio.worker import Worker
 
 from activities.ansible import PlaybookRunner
 from activities.checks import ProposalChecks
+from activities.gate import GateActivities
 from interlock.settings import Settings
 from workflows.remediation import RemediationWorkflow
 
@@ -21,11 +22,17 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     checks = ProposalChecks(settings)
     playbooks = PlaybookRunner(settings)
+    gate = GateActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[RemediationWorkflow],
-        activities=[checks.check_proposal, playbooks.run_playbook],
+        activities=[
+            checks.check_proposal,
+            playbooks.run_playbook,
+            gate.precheck,
+            gate.notify,
+        ],
         # PlaybookRunner bounds Ansible runs itself (max_concurrent_playbooks); this bounds
         # the cheap activities around them.
         max_concurrent_activities=settings.max_concurrent_playbooks + 8,

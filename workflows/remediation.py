@@ -1,61 +1,89 @@
 """The remediation workflow: one durable workflow per proposal.
 
-checks -> risk -> preview -> human approval (Updates) -> execute -> verify -> rollback on failure.
+checks -> risk -> preview -> approval gate (Updates, quorum, signatures, freezes, pauses)
+-> re-check -> execute -> verify -> rollback on failure.
 Deterministic orchestration only: every side effect is an activity.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from interlock.governance import AUTO_APPROVER, Assessment, Governance, plan_hash, quorum
     from interlock.models import (
-        Assessment,
         DecisionInput,
         DecisionKind,
         DecisionRecord,
         DecisionResult,
+        Notification,
+        Pause,
+        PauseScope,
         PlaybookResult,
         PlaybookRun,
+        PrecheckInput,
+        PrecheckResult,
         ProposalState,
         ProposalStatus,
         RemediationInput,
+        RiskTier,
         Stage,
         TimelineEntry,
     )
-    from interlock.policy import RiskSettings
+    from interlock.policy import Mode
     from interlock.presentation import approval_details
     from interlock.risk import RiskInput, score_risk
     from interlock.search import SA_RISK_TIER, SA_STATUS
+    from interlock.signing import TokenRefused, decode_claims, verify
 
 CHECKS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 PLAYBOOK_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_attempts=3,
-    non_retryable_error_types=["ValueError"],
+    non_retryable_error_types=["PlanChanged"],
 )
+NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 
 
 @workflow.defn(name="RemediationWorkflow")
 class RemediationWorkflow:
     def __init__(self) -> None:
         self._state: ProposalState | None = None
-        self._roster: dict[str, list[str]] = {}
-        self._outcome: DecisionKind | None = None
+        self._gov: Governance | None = None
+        self._nonces: set[str] = set()
+        self._pauses: list[Pause] = []
+        self._abort = False
+        self._approval_timeout: timedelta | None = None
+        self._notifications: list[workflow.ActivityHandle[None]] = []
+        self._search_attributes = True
 
     @property
     def state(self) -> ProposalState:
         assert self._state is not None
         return self._state
 
+    @property
+    def gov(self) -> Governance:
+        assert self._gov is not None
+        return self._gov
+
+    @property
+    def tier(self) -> RiskTier:
+        assert self.state.risk is not None
+        return self.state.risk.tier
+
+    # --- The lifecycle -------------------------------------------------------------------
+
     @workflow.run
     async def run(self, inp: RemediationInput) -> ProposalState:
+        proposal = inp.proposal
+        self._search_attributes = inp.search_attributes
         self._state = ProposalState(
-            proposal=inp.proposal,
+            proposal=proposal,
             workflow_id=workflow.info().workflow_id,
             status=ProposalStatus.SUBMITTED,
             submitted_at=inp.submitted_at,
@@ -63,7 +91,7 @@ class RemediationWorkflow:
         self._set_status(ProposalStatus.CHECKING)
         assessment = await workflow.execute_activity(
             "check_proposal",
-            inp.proposal,
+            proposal,
             result_type=Assessment,
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=CHECKS_RETRY,
@@ -71,11 +99,14 @@ class RemediationWorkflow:
         self.state.policy_version = assessment.policy_version
         self.state.evidence = assessment.evidence
         self.state.service = assessment.service
-        if not assessment.ok or assessment.service is None:
-            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, assessment.reasons)
-        self._roster = assessment.roster
+        if not assessment.ok or assessment.service is None or assessment.governance is None:
+            prefix = ["security: outside the recommender's scope"] if assessment.security_violation else []
+            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, prefix + assessment.reasons)
+        self._gov = assessment.governance
+        if assessment.approval_timeout_seconds:
+            self._approval_timeout = timedelta(seconds=assessment.approval_timeout_seconds)
+        self.state.freezes = list(self.gov.freezes)
 
-        proposal = inp.proposal
         evidence = assessment.evidence
         self.state.risk = score_risk(
             RiskInput(
@@ -89,41 +120,162 @@ class RemediationWorkflow:
                 evidence_total=len(evidence.items) if evidence else 0,
                 evidence_confirmed=sum(i.ok for i in evidence.items) if evidence else 0,
             ),
-            RiskSettings(),
+            self.gov.risk,
         )
-        workflow.upsert_search_attributes([SA_RISK_TIER.value_set(self.state.risk.tier.value)])
-
-        self._set_status(ProposalStatus.PREVIEWING)
-        self.state.preview = await self._playbook(Stage.PREVIEW)
-        if not self.state.preview.ok:
+        if self._search_attributes:
+            workflow.upsert_search_attributes([SA_RISK_TIER.value_set(self.tier.value)])
+        ceiling = self.gov.recommender_max_tier
+        if ceiling is not None and self.tier.rank > ceiling.rank:
             return await self._finish(
                 ProposalStatus.REJECTED_BY_CHECKS,
-                [f"preview failed: {self.state.preview.error}"],
+                [
+                    f"security: {proposal.recommender} may propose up to {ceiling.value} risk; "
+                    f"this is {self.tier.value}"
+                ],
             )
 
-        self._set_status(ProposalStatus.AWAITING_APPROVAL)
-        workflow.set_current_details(approval_details(self.state))
-        try:
-            await workflow.wait_condition(
-                lambda: self._outcome is not None,
-                timeout=timedelta(seconds=assessment.approval_timeout_seconds),
-            )
-        except TimeoutError:
-            # A timeout never approves.
+        if not await self._preview():
             return await self._finish(
-                ProposalStatus.EXPIRED,
-                [f"no decision within {timedelta(seconds=assessment.approval_timeout_seconds)}"],
+                ProposalStatus.REJECTED_BY_CHECKS,
+                [f"preview failed: {self.state.preview.error if self.state.preview else ''}"],
             )
-        if self._outcome is DecisionKind.REJECT:
-            last = self.state.decisions[-1]
+
+        self.state.mode = self.gov.mode.value
+        if self.gov.mode is Mode.SHADOW:
+            # Assessed and recorded; nobody is asked and nothing runs.
+            return await self._finish(
+                ProposalStatus.SHADOWED, ["shadow mode: assessed and recorded, not run"]
+            )
+        if self.gov.mode is Mode.AUTO:
+            self._maybe_auto_approve()
+
+        deadline_escalate = workflow.now() + self._rule_escalate_after()
+        deadline_expire = workflow.now() + self._expire_after()
+        while True:
+            outcome = await self._await_decision(deadline_escalate, deadline_expire)
+            if outcome is not None:
+                return outcome
+            held = await self._recheck_before_execution()
+            if held is None:
+                break
+            if held == "replan":
+                if not await self._preview():
+                    return await self._finish(
+                        ProposalStatus.REJECTED_BY_CHECKS,
+                        ["plan changed after approval and the new preview failed"],
+                    )
+        return await self._execute()
+
+    def _maybe_auto_approve(self) -> None:
+        proposal = self.state.proposal
+        gov = self.gov
+        if (
+            self.tier.rank <= gov.auto_max_tier.rank
+            and self.tier not in (RiskTier.HIGH, RiskTier.CRITICAL)
+            and proposal.confidence >= gov.auto_min_confidence
+            and not self.state.freezes
+        ):
+            self.state.decisions.append(
+                DecisionRecord(
+                    decision=DecisionKind.APPROVE,
+                    approver=AUTO_APPROVER,
+                    reason=(
+                        f"auto mode: {self.tier.value} risk at or below {gov.auto_max_tier.value}, "
+                        f"confidence {proposal.confidence:.2f} >= {gov.auto_min_confidence:.2f}"
+                    ),
+                    at=workflow.now(),
+                    human=False,
+                    plan_hash=self.state.plan_hash,
+                )
+            )
+        else:
+            self.state.mode = "auto (declined: needs a person)"
+
+    async def _await_decision(
+        self, deadline_escalate: datetime, deadline_expire: datetime
+    ) -> ProposalState | None:
+        """Wait for quorum or a rejection, escalating at T1 and expiring at T2."""
+        if self._quorum_met():
+            return None
+        self._set_status(ProposalStatus.AWAITING_APPROVAL)
+        self.state.waiting_for = self._missing()
+        workflow.set_current_details(approval_details(self.state))
+        self._notify("awaiting_approval", f"Approval needed: {self._headline()}")
+        while True:
+            now = workflow.now()
+            deadline = deadline_expire if self.state.escalated else min(deadline_escalate, deadline_expire)
+            try:
+                await workflow.wait_condition(
+                    lambda: self._rejected() or self._quorum_met(),
+                    timeout=max(deadline - now, timedelta(seconds=1)),
+                )
+                break
+            except TimeoutError:
+                if deadline >= deadline_expire:
+                    # A timeout never approves.
+                    return await self._finish(
+                        ProposalStatus.EXPIRED,
+                        [f"no decision within {deadline_expire - self.state.submitted_at}"],
+                    )
+                self.state.escalated = True
+                group = self.gov.rules[self.tier].escalation_group or self.gov.owner_group
+                self.state.timeline.append(
+                    TimelineEntry(
+                        at=workflow.now(),
+                        status=self.state.status,
+                        note=f"escalated to {group}: still needs {self._missing()}",
+                    )
+                )
+                self._notify("escalation", f"Escalated to {group}: {self._headline()}", group)
+        if self._rejected():
+            last = next(d for d in self.state.decisions if d.decision is DecisionKind.REJECT)
             return await self._finish(
                 ProposalStatus.REJECTED, [f"rejected by {last.approver}: {last.reason}"]
             )
-        return await self._execute()
+        self.state.waiting_for = None
+        return None
+
+    async def _recheck_before_execution(self) -> str | None:
+        """None when execution may start; otherwise why it is held (and wait it out)."""
+        assert self.state.service is not None and self.state.preview is not None
+        pre = await workflow.execute_activity(
+            "precheck_execution",
+            PrecheckInput(
+                proposal_id=self.state.proposal.proposal_id,
+                action=self.state.proposal.action,
+                environment=self.state.proposal.target.environment,
+                service=self.state.service.canonical,
+                recommender=self.state.proposal.recommender,
+                playbooks_digest=self.state.preview.playbooks_digest,
+            ),
+            result_type=PrecheckResult,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=CHECKS_RETRY,
+        )
+        if pre.playbooks_digest != self.state.preview.playbooks_digest:
+            self._supersede_decisions("the playbooks changed after approval: new preview needed")
+            return "replan"
+        if pre.freezes and not self.state.freezes:
+            self.state.freezes = pre.freezes
+            if not self._quorum_met():
+                return "frozen"
+        for pause in pre.pauses:
+            if pause not in self._pauses:
+                self._pauses.append(pause)
+        if self._active_pauses():
+            self._set_status(ProposalStatus.PAUSED, self._pause_note())
+            workflow.set_current_details(approval_details(self.state))
+            await workflow.wait_condition(lambda: not self._active_pauses())
+            return "resumed"
+        return None
 
     async def _execute(self) -> ProposalState:
+        assert self.state.preview is not None
         self._set_status(ProposalStatus.EXECUTING)
-        execution = self.state.execution = await self._playbook(Stage.EXECUTE)
+        workflow.set_current_details(approval_details(self.state))
+        execution = self.state.execution = await self._playbook(
+            Stage.EXECUTE, expected_digest=self.state.preview.playbooks_digest, abortable=True
+        )
         if execution.ok:
             self._set_status(ProposalStatus.VERIFYING)
             verification = self.state.verification = await self._playbook(
@@ -151,7 +303,29 @@ class RemediationWorkflow:
         # Never a quiet success: a person has to look at this system now.
         return await self._finish(ProposalStatus.NEEDS_MANUAL_INTERVENTION, reasons)
 
-    async def _playbook(self, stage: Stage, facts: dict[str, str] | None = None) -> PlaybookResult:
+    async def _preview(self) -> bool:
+        self._set_status(ProposalStatus.PREVIEWING)
+        preview = self.state.preview = await self._playbook(Stage.PREVIEW)
+        if not preview.ok:
+            return False
+        proposal = self.state.proposal
+        assert self.state.service is not None
+        self.state.plan_hash = plan_hash(
+            proposal.action,
+            self.state.service.canonical,
+            proposal.target.environment,
+            dict(proposal.parameters),
+            preview,
+        )
+        return True
+
+    async def _playbook(
+        self,
+        stage: Stage,
+        facts: dict[str, str] | None = None,
+        expected_digest: str | None = None,
+        abortable: bool = False,
+    ) -> PlaybookResult:
         proposal = self.state.proposal
         assert self.state.service is not None
         run = PlaybookRun(
@@ -161,48 +335,139 @@ class RemediationWorkflow:
             service=self.state.service.canonical,
             parameters=dict(proposal.parameters),
             facts=facts or {},
+            expected_digest=expected_digest,
         )
         started = workflow.now()
+        handle = workflow.start_activity(
+            "run_playbook",
+            run,
+            result_type=PlaybookResult,
+            start_to_close_timeout=timedelta(minutes=15),
+            heartbeat_timeout=timedelta(seconds=15),
+            retry_policy=PLAYBOOK_RETRY,
+        )
         try:
-            return await workflow.execute_activity(
-                "run_playbook",
-                run,
-                result_type=PlaybookResult,
-                start_to_close_timeout=timedelta(minutes=15),
-                heartbeat_timeout=timedelta(seconds=15),
-                retry_policy=PLAYBOOK_RETRY,
-            )
-        except ActivityError as exc:
-            cause = exc.cause.message if exc.cause is not None else str(exc)
+            if abortable:
+                await workflow.wait_condition(lambda: handle.done() or self._abort)
+                if not handle.done():
+                    handle.cancel()
+            return await handle
+        except (ActivityError, CancelledError) as exc:
+            cause = getattr(exc, "cause", None)
+            message = getattr(cause, "message", None) or str(exc)
+            if self._abort:
+                message = "cancelled by pause --abort-running"
             return PlaybookResult(
                 stage=stage,
                 playbook="",
-                status="error",
+                status="canceled" if self._abort else "error",
                 rc=-1,
                 ok=False,
                 started_at=started,
                 finished_at=workflow.now(),
-                error=f"activity failed: {cause}",
+                error=message,
             )
 
     async def _finish(self, status: ProposalStatus, reasons: list[str]) -> ProposalState:
         self.state.reasons = reasons
+        self.state.waiting_for = None
         self._set_status(status, "; ".join(reasons))
         workflow.set_current_details(approval_details(self.state))
+        self._notify("outcome", f"{status.value}: {self._headline()}")
+        for note in self._notifications:
+            try:
+                await note
+            except ActivityError:
+                workflow.logger.warning("a notification could not be delivered")
         # Let in-flight Update handlers return their answer before the workflow closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.state
 
+    # --- Small helpers ---------------------------------------------------------------------
+
     def _set_status(self, status: ProposalStatus, note: str = "") -> None:
         self.state.status = status
         self.state.timeline.append(TimelineEntry(at=workflow.now(), status=status, note=note))
-        workflow.upsert_search_attributes([SA_STATUS.value_set(status.value)])
+        if self._search_attributes:
+            workflow.upsert_search_attributes([SA_STATUS.value_set(status.value)])
 
-    # --- Queries and Updates -------------------------------------------------------------
+    def _headline(self) -> str:
+        p = self.state.proposal
+        service = self.state.service.canonical if self.state.service else p.target.service
+        tier = f", {self.tier.value} risk" if self.state.risk else ""
+        return f"{p.action} on {service} ({p.target.environment}{tier}) from {p.recommender}"
+
+    def _notify(self, kind: str, text: str, group: str | None = None) -> None:
+        # Fire and forget: a failing notifier is retried and never blocks or changes a decision.
+        self._notifications.append(
+            workflow.start_activity(
+                "notify",
+                Notification(
+                    kind=kind,
+                    proposal_id=self.state.proposal.proposal_id,
+                    text=text,
+                    status=self.state.status.value,
+                    group=group,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+            )
+        )
+
+    def _rule_escalate_after(self) -> timedelta:
+        return self.gov.rules[self.tier].escalate_after
+
+    def _expire_after(self) -> timedelta:
+        return self._approval_timeout or self.gov.rules[self.tier].expire_after
+
+    def _current_decisions(self) -> list[DecisionRecord]:
+        return [d for d in self.state.decisions if d.plan_hash in (None, self.state.plan_hash)]
+
+    def _quorum_met(self) -> bool:
+        return quorum(self._current_decisions(), self.gov, self.tier, bool(self.state.freezes))[0]
+
+    def _missing(self) -> str:
+        return quorum(self._current_decisions(), self.gov, self.tier, bool(self.state.freezes))[1]
+
+    def _rejected(self) -> bool:
+        return any(d.decision is DecisionKind.REJECT for d in self._current_decisions())
+
+    def _supersede_decisions(self, why: str) -> None:
+        self.state.timeline.append(
+            TimelineEntry(at=workflow.now(), status=self.state.status, note=why)
+        )
+        # Decisions stay on record, bound to the old plan hash; after the new preview they
+        # no longer count (_current_decisions compares plan hashes).
+
+    def _active_pauses(self) -> list[Pause]:
+        p = self.state.proposal
+        service = self.state.service.canonical if self.state.service else p.target.service
+        active = [x for x in self._pauses if x.scope.covers(p.action, p.recommender, service)]
+        self.state.pauses = active
+        return active
+
+    def _pause_note(self) -> str:
+        return "; ".join(f"paused ({x.scope.describe()}) by {x.by}: {x.reason}" for x in self._pauses)
+
+    # --- Queries, Signals and Updates --------------------------------------------------------
 
     @workflow.query(name="status")
     def status(self) -> ProposalState:
         return self.state
+
+    @workflow.signal(name="pause")
+    def pause(self, pause: Pause) -> None:
+        if pause not in self._pauses:
+            self._pauses.append(pause)
+        if self._state is not None and self._active_pauses():
+            if pause.abort_running and self.state.status is ProposalStatus.EXECUTING:
+                self._abort = True
+
+    @workflow.signal(name="resume")
+    def resume(self, scope: PauseScope) -> None:
+        self._pauses = [p for p in self._pauses if p.scope != scope]
+        if self._state is not None:
+            self._active_pauses()
 
     @workflow.update(name="approve")
     async def approve(self, inp: DecisionInput) -> DecisionResult:
@@ -222,38 +487,79 @@ class RemediationWorkflow:
 
     def _validate(self, kind: DecisionKind, inp: DecisionInput) -> None:
         # Validators refuse before anything is written to history.
-        state = self.state if self._state is not None else None
+        state = self._state
         if state is None or state.status is not ProposalStatus.AWAITING_APPROVAL:
             current = state.status.value if state else "starting"
             raise ValueError(f"proposal is {current}, not awaiting_approval")
-        if inp.approver == state.proposal.recommender:
+        gov = self.gov
+        approver, reason, signed = inp.approver, inp.reason, False
+        if inp.token:
+            try:
+                claims = verify(
+                    inp.token,
+                    public_keys={n: a.public_key for n, a in gov.roster.items()},
+                    proposal_id=state.proposal.proposal_id,
+                    workflow_id=state.workflow_id,
+                    plan_hash=state.plan_hash or "",
+                    now=workflow.now(),
+                    seen_nonces=self._nonces,
+                )
+            except TokenRefused as exc:
+                raise ValueError(f"token refused: {exc}") from None
+            if claims.decision is not kind:
+                raise ValueError(f"token refused: it is a {claims.decision.value}, not a {kind.value}")
+            if inp.approver and inp.approver != claims.approver:
+                raise ValueError(f"token refused: signed by {claims.approver}, not {inp.approver}")
+            approver, reason, signed = claims.approver, claims.reason, True
+        if not approver:
+            raise ValueError("approver is required (or a signed token)")
+        if approver == state.proposal.recommender:
             raise ValueError(
-                f"{inp.approver!r} proposed this change and cannot decide on it "
-                "(separation of duties)"
+                f"{approver!r} proposed this change and cannot decide on it (separation of duties)"
             )
-        if inp.approver not in self._roster:
-            raise ValueError(f"{inp.approver!r} is not an approver in the policy's roster")
-        if kind is DecisionKind.REJECT and not inp.reason.strip():
+        if approver not in gov.roster:
+            raise ValueError(f"{approver!r} is not an approver in the policy's roster")
+        if any(d.approver == approver for d in self._current_decisions()):
+            raise ValueError(f"{approver!r} has already decided on this plan; a person counts once")
+        refusal = gov.may_decide(approver, self.tier, bool(state.freezes))
+        if refusal:
+            raise ValueError(refusal)
+        if kind is DecisionKind.REJECT and not reason.strip():
             raise ValueError("a rejection needs a reason")
+        if kind is DecisionKind.APPROVE and not signed and not gov.rules[self.tier].unsigned_allowed:
+            raise ValueError(
+                f"unsigned approvals are not accepted for {self.tier.value} risk: "
+                f"sign it (`interlock approve {state.proposal.proposal_id} --as {approver}` "
+                "with your key, or `interlock sign` for the Web UI)"
+            )
 
     async def _decide(self, kind: DecisionKind, inp: DecisionInput) -> DecisionResult:
+        approver, reason, signed = inp.approver, inp.reason, False
+        if inp.token:
+            claims = decode_claims(inp.token)
+            approver, reason, signed = claims.approver, claims.reason, True
+            self._nonces.add(claims.nonce)
         self.state.decisions.append(
             DecisionRecord(
                 decision=kind,
-                approver=inp.approver,
-                reason=inp.reason.strip(),
+                approver=approver,
+                reason=reason.strip(),
                 at=workflow.now(),
-                groups=self._roster.get(inp.approver, []),
+                groups=self.gov.groups_of(approver),
+                signed=signed,
+                plan_hash=self.state.plan_hash,
             )
         )
-        self._outcome = kind
-        # Answer once the workflow has acted on the decision, so the caller sees its effect.
-        await workflow.wait_condition(
-            lambda: self.state.status is not ProposalStatus.AWAITING_APPROVAL
-        )
+        if kind is DecisionKind.REJECT or self._quorum_met():
+            # Answer once the workflow has acted on the decision, so the caller sees its effect.
+            await workflow.wait_condition(
+                lambda: self.state.status is not ProposalStatus.AWAITING_APPROVAL
+            )
+        else:
+            self.state.waiting_for = self._missing()
         return DecisionResult(
             proposal_id=self.state.proposal.proposal_id,
             decision=kind,
-            approver=inp.approver,
+            approver=approver,
             status=self.state.status,
         )

@@ -8,7 +8,7 @@ from temporalio.client import Client
 from interlock.lab import Lab
 from interlock.models import DecisionInput, ProposalStatus
 from interlock.policy import load_policy
-from interlock.proposals import DecisionRefused, ProposalConflict, decide, submit
+from interlock.proposals import DecisionRefused, ProposalConflict, decide, get_state, submit, wait_until_settled
 from interlock.settings import Settings
 from tests.support import final, history_length, make_proposal, propose
 
@@ -41,7 +41,7 @@ async def test_validator_refuses_without_writing_history(
         )
 
     assert await history_length(client, proposal.proposal_id) == events_before
-    state = await client.get_workflow_handle(proposal.proposal_id).query("status")
+    state = await get_state(client, proposal.proposal_id)
     assert state.status is ProposalStatus.AWAITING_APPROVAL
     assert state.decisions == []
     await client.get_workflow_handle(proposal.proposal_id).terminate("test done")
@@ -94,6 +94,7 @@ async def test_duplicate_submission_gives_one_workflow(
         await submit(client, other, worker, policy)
 
     # Resubmitting after the proposal is final returns it; nothing runs again.
+    await wait_until_settled(client, proposal.proposal_id)
     await decide(client, proposal.proposal_id, "reject", DecisionInput(approver="bob", reason="no"))
     await final(client, proposal.proposal_id)
     again = await submit(client, proposal, worker, policy)

@@ -11,15 +11,17 @@ from temporalio.testing import WorkflowEnvironment
 from interlock.lab import Lab
 from interlock.models import ProposalStatus
 from interlock.settings import Settings
-from tests.conftest import test_server_bin
-from tests.support import final, make_proposal, propose
+from tests.conftest import time_skipping_server_bin
+from interlock.policy import load_policy
+from interlock.proposals import submit, wait_until_settled
+from tests.support import final, make_proposal
 from worker.main import build_worker
 
 
 @pytest_asyncio.fixture(scope="module")
 async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=test_server_bin(), data_converter=pydantic_data_converter
+        test_server_existing_path=time_skipping_server_bin(), data_converter=pydantic_data_converter
     ) as env:
         yield env
 
@@ -31,7 +33,12 @@ async def test_unanswered_proposal_expires_after_24h_and_changes_nothing(
     client = skipping_env.client
     proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v1"})
     async with build_worker(client, settings, task_queue):
-        state = await propose(client, settings, task_queue, proposal)
+        # The time-skipping server has no custom search attributes: submit without them.
+        await submit(
+            client, proposal, task_queue, load_policy(settings.effective_policy_file),
+            search_attributes=False,
+        )
+        state = await wait_until_settled(client, proposal.proposal_id, timeout=120)
         assert state.status is ProposalStatus.AWAITING_APPROVAL
         start = await skipping_env.get_current_time()
         done = await final(client, proposal.proposal_id)

@@ -13,7 +13,7 @@ from temporalio.worker import Replayer
 from interlock.lab import Lab
 from interlock.models import ProposalStatus, Stage
 from interlock.settings import Settings
-from tests.support import approve, final, make_proposal, propose
+from tests.support import approve, final, make_proposal, propose, signed
 from workflows.remediation import RemediationWorkflow
 
 HISTORIES = Path(__file__).parent.parent / "histories"
@@ -74,8 +74,12 @@ async def test_change_access_grant(
 ) -> None:
     assert "dana" not in fresh_lab.status()["groups"]["payments-oncall"]
     proposal = make_proposal(settings, "change_access")
-    await propose(client, settings, worker, proposal)
-    await approve(client, proposal.proposal_id, approver="carol", reason="rotation")
+    state = await propose(client, settings, worker, proposal)
+    assert state.risk is not None and state.risk.tier.value == "high"
+    # High risk: two signed approvals, one from the service's owning group (bob: payments).
+    first = await signed(client, settings, proposal.proposal_id, "carol")
+    assert first.status is ProposalStatus.AWAITING_APPROVAL
+    await signed(client, settings, proposal.proposal_id, "bob")
     done = await final(client, proposal.proposal_id)
 
     assert done.status is ProposalStatus.COMPLETED, done.reasons

@@ -27,13 +27,14 @@ from tests.support import approve, final, make_proposal, propose
 
 
 def start_worker(settings: Settings, task_queue: str, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "interlock"), "worker"],
-        env=cli_env(settings, task_queue),
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "interlock"), "worker"],
+            env=cli_env(settings, task_queue),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:

@@ -1,0 +1,60 @@
+"""Audit activity: appends the workflow's audit events to the hash-chained audit store.
+
+It fails closed: when the store cannot be written the activity raises, and the workflow's retry
+policy keeps trying rather than going on unaudited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from interlock.audit import open_store
+from interlock.audit.events import AuditEventIn
+from interlock.audit.store import AuditStore, EventIdConflict
+from interlock.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class AuditRecorder:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._store: AuditStore | None = None
+        self._opening = threading.Lock()
+
+    def store(self) -> AuditStore:
+        # Opened (and migrated) on first use, so a worker starts while the database is down
+        # and its audit activities retry until it is back.
+        with self._opening:
+            if self._store is None:
+                self._store = open_store(self.settings)
+            return self._store
+
+    def close(self) -> None:
+        with self._opening:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def _append(self, event: AuditEventIn) -> None:
+        try:
+            result = self.store().append(event)
+        except EventIdConflict as exc:
+            # Retrying cannot help: the workflow reused an id for a different event.
+            raise ApplicationError(str(exc), type="AuditEventIdConflict", non_retryable=True) from exc
+        log.debug(
+            "audit event %s is row %d%s",
+            event.event_id,
+            result.seq,
+            " (already recorded)" if result.duplicate else "",
+        )
+
+    @activity.defn(name="record_audit_event")
+    async def record_event(self, event: AuditEventIn) -> None:
+        # The database client blocks; keep it off the worker's event loop.
+        await asyncio.to_thread(self._append, event)

@@ -1,0 +1,366 @@
+"""The submission path: authenticate, bound, rate-limit, validate, deduplicate, start the workflow.
+
+Validation is `parse_proposal`, the same as `interlock propose`, so the HTTP intake can never
+accept a proposal the CLI would refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from interlock import search
+from interlock.api.connection import ClientFactory, TemporalConnection
+from interlock.api.duplicates import find_open_duplicate
+from interlock.api.errors import ApiError
+from interlock.api.idempotency import MAX_KEY_LENGTH, IdempotencyStore
+from interlock.api.ratelimit import RateLimiter
+from interlock.api.responses import ProposalList, ProposalSummary, ProposalView, SubmitAnswer
+from interlock.api.settings import ApiSettings
+from interlock.models import PROPOSAL_ID, SAFE_NAME, ProposalStatus
+from interlock.policy import Policy, PolicyError, load_policy
+from interlock.proposals import (
+    WORKFLOW_TYPE,
+    ProposalConflict,
+    ProposalInvalid,
+    ProposalNotFound,
+    body_digest,
+    get_state,
+    parse_proposal,
+    submit,
+)
+from interlock.settings import Settings
+from interlock.temporal import TemporalUnavailable
+from interlock.tokens import TokenStore, intake_db_path, open_intake_db
+
+log = logging.getLogger(__name__)
+
+# Temporal answers these when it is down or overloaded: worth a retry, not the caller's fault.
+_UNAVAILABLE = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.CANCELLED,
+}
+_RETRY_AFTER_UNAVAILABLE = "2"
+# A status query needs a worker to answer; without one it would hang until the RPC deadline.
+QUERY_TIMEOUT_SECONDS = 5.0
+
+
+def current_trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+class Intake:
+    """Everything one API process shares: stores, rate limiter, policy and Temporal client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        api_settings: ApiSettings,
+        client_factory: ClientFactory | None = None,
+    ):
+        self.settings = settings
+        self.api_settings = api_settings
+        self.engine = open_intake_db(intake_db_path(settings.home_dir))
+        self.tokens = TokenStore(intake_db_path(settings.home_dir), engine=self.engine)
+        self.answers = IdempotencyStore(self.engine)
+        self.limiter = RateLimiter(api_settings.parsed_rate)
+        self.client_factory: ClientFactory = client_factory or TemporalConnection(settings)
+        self._policy: tuple[tuple[Path | None, int], Policy] | None = None
+
+    # --- shared pieces ---------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> str | None:
+        # SQLite may wait on a lock held by `interlock tokens`: keep it off the event loop.
+        return await asyncio.to_thread(self.tokens.authenticate, token)
+
+    async def client(self) -> Client:
+        try:
+            return await self.client_factory()
+        except TemporalUnavailable as exc:
+            log.warning("Temporal unavailable: %s", exc)
+            raise self._unavailable(str(exc)) from None
+
+    def _unavailable(self, reason: str) -> ApiError:
+        reset = getattr(self.client_factory, "reset", None)
+        if callable(reset):
+            reset()
+        return ApiError(
+            503,
+            "Temporal cannot be reached; nothing was started, retry later",
+            [reason[:300]],
+            headers={"Retry-After": _RETRY_AFTER_UNAVAILABLE},
+        )
+
+    def _rpc_error(self, exc: RPCError) -> ApiError | None:
+        if exc.status in _UNAVAILABLE:
+            log.warning("Temporal RPC failed: %s", exc)
+            return self._unavailable(str(exc))
+        return None
+
+    def policy(self) -> Policy:
+        """The policy in force, re-read when its file changes (as each CLI run would)."""
+        path = self.settings.effective_policy_file
+        try:
+            key = (path, path.stat().st_mtime_ns if path else 0)
+        except OSError:
+            key = (path, -1)
+        if self._policy is None or self._policy[0] != key:
+            try:
+                self._policy = (key, load_policy(path))
+            except PolicyError as exc:
+                log.error("the policy cannot be loaded: %s", exc)
+                raise ApiError(500, "the policy in force cannot be loaded", exc.errors) from None
+        return self._policy[1]
+
+    # --- POST /v1/proposals ------------------------------------------------------------
+
+    def check_declared_size(self, request: Request) -> None:
+        limit = self.api_settings.max_body
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(int(declared), limit)
+
+    async def read_body(self, request: Request) -> bytes:
+        # Content-Length may be absent (chunked), so count what actually arrives.
+        limit = self.api_settings.max_body
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(size, limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def check_rate(self, recommender: str) -> None:
+        wait = self.limiter.acquire(recommender)
+        if wait > 0:
+            rate = self.api_settings.rate
+            raise ApiError(
+                429,
+                f"too many proposals from {recommender} (limit {rate})",
+                [f"retry after {wait:.1f}s"],
+                headers={"Retry-After": RateLimiter.retry_after_header(wait)},
+            )
+
+    async def submit(self, recommender: str, body: bytes, idempotency_key: str | None) -> JSONResponse:
+        span = trace.get_current_span()
+        span.set_attribute("interlock.recommender", recommender)
+        if idempotency_key is not None and not _valid_key(idempotency_key):
+            raise ApiError(
+                422,
+                "the request is invalid",
+                [f"Idempotency-Key: must be 1-{MAX_KEY_LENGTH} printable ASCII characters"],
+            )
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise ApiError(422, "the body is not valid JSON", [f"(document): {exc}"]) from None
+        claimed = document.get("recommender") if isinstance(document, dict) else None
+        if isinstance(claimed, str) and claimed != recommender:
+            raise _impersonation(recommender, claimed)
+
+        policy = self.policy()
+        try:
+            # The raw bytes, as the CLI passes its file's text: JSON-mode strict validation.
+            proposal = parse_proposal(body, policy)
+        except ProposalInvalid as exc:
+            raise ApiError(422, "the proposal is invalid", exc.errors) from None
+        if proposal.recommender != recommender:
+            # json.loads and pydantic could in principle disagree on duplicated keys.
+            raise _impersonation(recommender, proposal.recommender)
+        span.set_attribute("interlock.proposal_id", proposal.proposal_id)
+
+        key = idempotency_key or proposal.proposal_id
+        digest = body_digest(proposal)
+        stored = await asyncio.to_thread(self.answers.get, recommender, key)
+        if stored is not None:
+            if stored.body_sha256 != digest:
+                raise _conflict(key, idempotency_key is not None)
+            log.info("replaying the stored answer for %s key %s", recommender, key)
+            return _replay(stored.status_code, stored.response)
+
+        client = await self.client()
+        duplicate_of = await find_open_duplicate(client, proposal, policy)
+        try:
+            if duplicate_of is not None:
+                # TODO(lead): signal `duplicate_of` to attach this proposal once the workflow
+                # accepts attachments; until InterlockIncident exists this branch is unused.
+                answer = SubmitAnswer(
+                    proposal_id=proposal.proposal_id,
+                    status=await self._status_of(client, duplicate_of),
+                    created=False,
+                    duplicate_of=duplicate_of,
+                    trace_id=current_trace_id(),
+                )
+            else:
+                submission = await submit(client, proposal, self.settings.task_queue, policy)
+                status = (
+                    ProposalStatus.SUBMITTED
+                    if submission.created
+                    else await self._status_of(client, proposal.proposal_id)
+                )
+                answer = SubmitAnswer(
+                    proposal_id=submission.proposal_id,
+                    status=status,
+                    created=submission.created,
+                    trace_id=current_trace_id(),
+                )
+        except ProposalConflict as exc:
+            raise ApiError(409, str(exc), [f"proposal_id: {exc}"]) from None
+        except RPCError as exc:
+            raise self._rpc_error(exc) or exc from None
+        span.set_attribute("interlock.created", answer.created)
+        status_code = 201 if answer.created else 200
+        log.info(
+            "proposal %s from %s: %s",
+            proposal.proposal_id,
+            recommender,
+            "started" if answer.created else "already known",
+        )
+        response = answer.model_dump(mode="json")
+        first = await asyncio.to_thread(self.answers.put, recommender, key, digest, status_code, response)
+        if first.body_sha256 != digest:
+            # A concurrent request used the key for another proposal and was stored first.
+            # Both workflows run (Temporal dedups by proposal_id, not by key): only the
+            # answer can still follow the key's rule.
+            raise _conflict(key, idempotency_key is not None)
+        if first.response != response:
+            # A concurrent request with the same key answered first: give the same answer.
+            return _replay(first.status_code, first.response)
+        return JSONResponse(response, status_code=status_code)
+
+    async def _status_of(self, client: Client, proposal_id: str) -> ProposalStatus:
+        """The status search attribute: unlike a query, it needs no worker to answer."""
+        try:
+            desc = await client.get_workflow_handle(proposal_id).describe()
+            value = desc.typed_search_attributes.get(search.SA_STATUS)
+            return ProposalStatus(value) if value else ProposalStatus.SUBMITTED
+        except (RPCError, ValueError) as exc:
+            log.debug("no status attribute for %s: %s", proposal_id, exc)
+            return ProposalStatus.SUBMITTED
+
+    # --- GET /v1/proposals/{id} and /v1/proposals ----------------------------------------
+
+    async def read(self, recommender: str, proposal_id: str) -> ProposalView:
+        if not PROPOSAL_ID.match(proposal_id):
+            # No workflow can have such an id: spare Temporal the lookup.
+            raise _not_found(proposal_id)
+        client = await self.client()
+        try:
+            desc = await client.get_workflow_handle(proposal_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise _not_found(proposal_id) from None
+            raise self._rpc_error(exc) or exc from None
+        # Ownership from the search attribute set at start: it needs no worker, and another
+        # recommender's proposal is never queried at all.
+        attrs = desc.typed_search_attributes
+        _check_owner(recommender, attrs.get(search.SA_RECOMMENDER) or "", proposal_id)
+        try:
+            state = await asyncio.wait_for(get_state(client, proposal_id), QUERY_TIMEOUT_SECONDS)
+        except ProposalNotFound:
+            raise _not_found(proposal_id) from None
+        except TimeoutError:
+            log.warning("status query of %s unanswered: is a worker running?", proposal_id)
+            return _early_view(proposal_id, attrs.get(search.SA_STATUS))
+        except RPCError as exc:
+            if unavailable := self._rpc_error(exc):
+                raise unavailable from None
+            if "not started" in str(exc).lower() or exc.status == RPCStatusCode.FAILED_PRECONDITION:
+                # Its first workflow task has not run yet: nothing but the attributes to tell.
+                return _early_view(proposal_id, attrs.get(search.SA_STATUS))
+            raise
+        _check_owner(recommender, state.proposal.recommender, proposal_id)
+        return ProposalView.of(state)
+
+    async def list(self, recommender: str, status: ProposalStatus | None, limit: int) -> ProposalList:
+        if not SAFE_NAME.match(recommender):
+            # Token names are checked when issued; never splice anything else into a query.
+            return ProposalList(proposals=[])
+        query = f"WorkflowType = '{WORKFLOW_TYPE}' AND {search.SA_RECOMMENDER.name} = '{recommender}'"
+        if status is not None:
+            query += f" AND {search.SA_STATUS.name} = '{status.value}'"
+        client = await self.client()
+        rows: list[ProposalSummary] = []
+        try:
+            async for wf in client.list_workflows(query, limit=limit):
+                attrs = wf.typed_search_attributes
+                rows.append(
+                    ProposalSummary(
+                        proposal_id=wf.id,
+                        status=attrs.get(search.SA_STATUS),
+                        action=attrs.get(search.SA_ACTION),
+                        service=attrs.get(search.SA_SERVICE),
+                        risk_tier=attrs.get(search.SA_RISK_TIER),
+                        recommender=attrs.get(search.SA_RECOMMENDER),
+                        submitted_at=wf.start_time.isoformat() if wf.start_time else None,
+                    )
+                )
+        except RPCError as exc:
+            raise self._rpc_error(exc) or exc from None
+        return ProposalList(proposals=rows)
+
+
+def _valid_key(key: str) -> bool:
+    return 1 <= len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
+
+
+def _replay(status_code: int, response: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(response, status_code=status_code, headers={"Idempotent-Replayed": "true"})
+
+
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(
+        413, "the request body is too large", [f"body: {size} bytes exceeds the limit of {limit}"]
+    )
+
+
+def _impersonation(recommender: str, claimed: str) -> ApiError:
+    return ApiError(
+        403,
+        f"this token speaks for recommender {recommender!r}, not {claimed!r}",
+        [f"recommender: {claimed!r} does not match the token's recommender {recommender!r}"],
+    )
+
+
+def _conflict(key: str, from_header: bool) -> ApiError:
+    what = f"Idempotency-Key {key!r}" if from_header else f"proposal_id {key!r}"
+    return ApiError(
+        409,
+        f"{what} was already used with a different proposal",
+        [f"{'Idempotency-Key' if from_header else 'proposal_id'}: already used with another body"],
+    )
+
+
+def _early_view(proposal_id: str, status: str | None) -> ProposalView:
+    """What the search attributes tell before (or without) a worker answering the query."""
+    try:
+        return ProposalView(proposal_id=proposal_id, status=ProposalStatus(status or "submitted"))
+    except ValueError:
+        return ProposalView(proposal_id=proposal_id, status=ProposalStatus.SUBMITTED)
+
+
+def _not_found(proposal_id: str) -> ApiError:
+    return ApiError(404, f"no proposal {proposal_id!r}")
+
+
+def _check_owner(recommender: str, owner: str, proposal_id: str) -> None:
+    if owner != recommender:
+        raise ApiError(
+            403,
+            f"proposal {proposal_id!r} belongs to another recommender",
+            [f"recommender: {recommender!r} may read only its own proposals"],
+        )

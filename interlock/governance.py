@@ -1,0 +1,140 @@
+"""Who may decide, and when a decision is enough: pure rules the approval gate applies.
+
+The workflow holds a `Governance` snapshot taken from the policy when the proposal was
+checked, so every decision on one proposal is judged by one policy version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from interlock.models import (
+    DecisionKind,
+    DecisionRecord,
+    EvidenceReport,
+    PlaybookResult,
+    RiskTier,
+    ServiceFacts,
+)
+from interlock.policy import ApprovalRule, Approver, Mode, Policy, RiskSettings
+
+AUTO_APPROVER = "policy:auto"
+
+
+class Governance(BaseModel):
+    rules: dict[RiskTier, ApprovalRule]
+    roster: dict[str, Approver]
+    owner_group: str
+    mode: Mode = Mode.APPROVE
+    auto_max_tier: RiskTier = RiskTier.LOW
+    auto_min_confidence: float = 0.9
+    recommender_max_tier: RiskTier | None = None
+    emergency_group: str = "emergency"
+    freezes: list[str] = Field(default_factory=list)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+
+    @classmethod
+    def from_policy(
+        cls,
+        policy: Policy,
+        action: str,
+        environment: str,
+        service: str,
+        recommender: str,
+        now: datetime,
+    ) -> Governance:
+        mode = policy.mode_for(action, environment, service)
+        scope = policy.recommenders.get(recommender)
+        return cls(
+            rules=policy.approval_rules,
+            roster=policy.roster,
+            owner_group=policy.services[service].owner,
+            mode=mode.mode,
+            auto_max_tier=mode.max_tier,
+            auto_min_confidence=mode.min_confidence,
+            recommender_max_tier=scope.max_tier if scope else None,
+            emergency_group=policy.emergency_group,
+            freezes=policy.active_freezes(now, action, environment),
+            risk=policy.risk,
+        )
+
+    def groups_of(self, approver: str) -> list[str]:
+        entry = self.roster.get(approver)
+        return list(entry.groups) if entry else []
+
+    def may_decide(self, approver: str, tier: RiskTier, frozen: bool) -> str | None:
+        """None if `approver` is among those who may decide on this tier, else why not."""
+        rule = self.rules[tier]
+        groups = set(self.groups_of(approver))
+        allowed = set(rule.groups) if rule.groups else None
+        if allowed is None or groups & allowed:
+            return None
+        if frozen and self.emergency_group in groups:
+            return None
+        return (
+            f"{approver!r} (groups: {', '.join(sorted(groups)) or 'none'}) is outside the "
+            f"groups that decide {tier.value} changes ({', '.join(sorted(allowed))})"
+        )
+
+
+def quorum(
+    decisions: list[DecisionRecord], gov: Governance, tier: RiskTier, frozen: bool
+) -> tuple[bool, str]:
+    """Whether the approvals so far are enough; otherwise what is still missing."""
+    rule = gov.rules[tier]
+    approvals = [d for d in decisions if d.decision is DecisionKind.APPROVE]
+    by_person: dict[str, DecisionRecord] = {}
+    for d in approvals:
+        by_person.setdefault(d.approver, d)  # the same person counts once
+    people = list(by_person.values())
+    missing: list[str] = []
+    if len(people) < rule.approvals:
+        missing.append(
+            f"{rule.approvals - len(people)} more approval(s) ({len(people)}/{rule.approvals})"
+        )
+    if rule.require_owner and not any(gov.owner_group in d.groups for d in people):
+        missing.append(f"an approval from the owning group {gov.owner_group}")
+    if rule.require_group and not any(rule.require_group in d.groups for d in people):
+        missing.append(f"an approval from {rule.require_group}")
+    if frozen and not any(gov.emergency_group in d.groups for d in people):
+        missing.append(f"an approval from {gov.emergency_group} (freeze in force)")
+    return (not missing, "; ".join(missing))
+
+
+def plan_hash(
+    action: str,
+    service: str,
+    environment: str,
+    parameters: dict[str, str],
+    preview: PlaybookResult,
+) -> str:
+    """What an approval is bound to: the action, its inputs, the exact playbooks and the diff."""
+    document = {
+        "action": action,
+        "service": service,
+        "environment": environment,
+        "parameters": dict(sorted(parameters.items())),
+        "playbooks": preview.playbooks_digest,
+        "preview": [[t.task, t.status, t.diff or ""] for t in preview.tasks],
+    }
+    encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+class Assessment(BaseModel):
+    """Everything the checks activity established: input to risk scoring and the gate."""
+
+    ok: bool
+    reasons: list[str]
+    policy_version: str
+    security_violation: bool = False
+    service: ServiceFacts | None = None
+    evidence: EvidenceReport | None = None
+    base_risk: int = 0
+    environment_risk: int = 0
+    approval_timeout_seconds: float | None = None
+    governance: Governance | None = None
