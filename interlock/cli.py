@@ -41,6 +41,17 @@ policy_app = typer.Typer(help="The governance policy file.")
 app.add_typer(lab_app, name="lab")
 app.add_typer(policy_app, name="policy")
 
+
+def _mount_optional() -> None:
+    """Sub-commands from the audit and intake packages."""
+    from interlock.audit.cli import audit_app, metrics_command
+
+    app.add_typer(audit_app, name="audit", help="The tamper-evident audit trail.")
+    app.command(name="metrics")(metrics_command)
+
+
+_mount_optional()
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 

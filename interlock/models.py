@@ -281,6 +281,9 @@ class ProposalState(BaseModel):
     freezes: list[str] = Field(default_factory=list)
     duplicates: list[str] = Field(default_factory=list)
 
+    def rejected_decision_pending(self) -> bool:
+        return self.status is ProposalStatus.REJECTED
+
 
 class PauseScope(BaseModel):
     """What a kill switch covers: everything, or one action, recommender or service."""

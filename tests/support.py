@@ -57,6 +57,11 @@ async def final(client: Client, proposal_id: str) -> ProposalState:
     return await wait_until_final(client, proposal_id, timeout=300)
 
 
-async def history_length(client: Client, workflow_id: str) -> int:
+async def update_events(client: Client, workflow_id: str) -> int:
+    """How many Update events the history holds (a refused Update must leave none)."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    return len(history.events)
+    return sum(
+        e.HasField("workflow_execution_update_accepted_event_attributes")
+        or e.HasField("workflow_execution_update_completed_event_attributes")
+        for e in history.events
+    )

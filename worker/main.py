@@ -10,6 +10,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.ansible import PlaybookRunner
+from activities.audit import AuditRecorder
 from activities.checks import ProposalChecks
 from activities.gate import GateActivities
 from interlock.settings import Settings
@@ -23,6 +24,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
     checks = ProposalChecks(settings)
     playbooks = PlaybookRunner(settings)
     gate = GateActivities(settings)
+    audit = AuditRecorder(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -32,6 +34,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
             playbooks.run_playbook,
             gate.precheck,
             gate.notify,
+            audit.record_event,
         ],
         # PlaybookRunner bounds Ansible runs itself (max_concurrent_playbooks); this bounds
         # the cheap activities around them.

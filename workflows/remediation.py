@@ -14,6 +14,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from interlock.audit.events import AuditEventIn, EventKind
     from interlock.governance import AUTO_APPROVER, Assessment, Governance, plan_hash, quorum
     from interlock.models import (
         DecisionInput,
@@ -47,6 +48,16 @@ PLAYBOOK_RETRY = RetryPolicy(
     non_retryable_error_types=["PlanChanged"],
 )
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+# Fail closed: an audit write is retried until the store is back; nothing runs before it lands.
+AUDIT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["AuditEventIdConflict"],
+)
+
+
+def evidence_items(assessment: Assessment) -> list:
+    return list(assessment.evidence.items) if assessment.evidence else []
 
 
 @workflow.defn(name="RemediationWorkflow")
@@ -60,6 +71,7 @@ class RemediationWorkflow:
         self._approval_timeout: timedelta | None = None
         self._notifications: list[workflow.ActivityHandle[None]] = []
         self._search_attributes = True
+        self._audit_seq = 0
 
     @property
     def state(self) -> ProposalState:
@@ -99,6 +111,19 @@ class RemediationWorkflow:
         self.state.policy_version = assessment.policy_version
         self.state.evidence = assessment.evidence
         self.state.service = assessment.service
+        await self._audit(
+            EventKind.SUBMITTED,
+            actor=proposal.recommender,
+            data={"proposal": proposal.model_dump(mode="json"), "policy": assessment.policy_version},
+        )
+        await self._audit(
+            EventKind.SECURITY if assessment.security_violation else EventKind.EVIDENCE_CHECKED,
+            data={
+                "ok": assessment.ok,
+                "reasons": assessment.reasons,
+                "items": [i.model_dump(mode="json") for i in evidence_items(assessment)],
+            },
+        )
         if not assessment.ok or assessment.service is None or assessment.governance is None:
             prefix = ["security: outside the recommender's scope"] if assessment.security_violation else []
             return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, prefix + assessment.reasons)
@@ -134,11 +159,20 @@ class RemediationWorkflow:
                 ],
             )
 
+        await self._audit(EventKind.RISK_ASSESSED, data=self.state.risk.model_dump(mode="json"))
         if not await self._preview():
             return await self._finish(
                 ProposalStatus.REJECTED_BY_CHECKS,
                 [f"preview failed: {self.state.preview.error if self.state.preview else ''}"],
             )
+        assert self.state.preview is not None
+        await self._audit(
+            EventKind.PREVIEW,
+            data={
+                "plan_hash": self.state.plan_hash,
+                "changed": [t.task for t in self.state.preview.changed_tasks],
+            },
+        )
 
         self.state.mode = self.gov.mode.value
         if self.gov.mode is Mode.SHADOW:
@@ -271,16 +305,34 @@ class RemediationWorkflow:
 
     async def _execute(self) -> ProposalState:
         assert self.state.preview is not None
+        for d in self.state.decisions:
+            if d.plan_hash == self.state.plan_hash:
+                await self._audit(
+                    EventKind.DECISION,
+                    actor=d.approver,
+                    data={
+                        "decision": d.decision.value,
+                        "approver": d.approver,
+                        "reason": d.reason,
+                        "signed": d.signed,
+                        "human": d.human,
+                        "groups": d.groups,
+                    },
+                )
+        # Fail closed: the start is on record before anything touches a system.
+        await self._audit(EventKind.EXECUTION_STARTED, data={"plan_hash": self.state.plan_hash})
         self._set_status(ProposalStatus.EXECUTING)
         workflow.set_current_details(approval_details(self.state))
         execution = self.state.execution = await self._playbook(
             Stage.EXECUTE, expected_digest=self.state.preview.playbooks_digest, abortable=True
         )
+        await self._audit(
+            EventKind.EXECUTION_FINISHED,
+            data={"ok": execution.ok, "tasks": [t.model_dump(mode="json") for t in execution.tasks]},
+        )
         if execution.ok:
             self._set_status(ProposalStatus.VERIFYING)
-            verification = self.state.verification = await self._playbook(
-                Stage.VERIFY, execution.facts
-            )
+            verification = self.state.verification = await self._playbook(Stage.VERIFY, execution.facts)
             if verification.ok:
                 return await self._finish(ProposalStatus.COMPLETED, [])
             reasons = [f"verification failed: {verification.error}"]
@@ -294,9 +346,7 @@ class RemediationWorkflow:
                 Stage.VERIFY_ROLLBACK, execution.facts
             )
             if check.ok:
-                return await self._finish(
-                    ProposalStatus.ROLLED_BACK, [*reasons, "rollback ran and verified"]
-                )
+                return await self._finish(ProposalStatus.ROLLED_BACK, [*reasons, "rollback ran and verified"])
             reasons.append(f"rollback verification failed: {check.error}")
         else:
             reasons.append(f"rollback failed: {rollback.error}")
@@ -372,6 +422,27 @@ class RemediationWorkflow:
         self.state.reasons = reasons
         self.state.waiting_for = None
         self._set_status(status, "; ".join(reasons))
+        if self.state.rejected_decision_pending():
+            for d in self.state.decisions:
+                if d.decision is DecisionKind.REJECT:
+                    await self._audit(
+                        EventKind.DECISION,
+                        actor=d.approver,
+                        data={
+                            "decision": d.decision.value,
+                            "approver": d.approver,
+                            "reason": d.reason,
+                            "signed": d.signed,
+                            "human": d.human,
+                        },
+                    )
+        for result in (self.state.verification, self.state.rollback):
+            if result is not None:
+                await self._audit(
+                    EventKind.VERIFICATION if result is self.state.verification else EventKind.ROLLBACK,
+                    data={"ok": result.ok, "error": result.error},
+                )
+        await self._audit(EventKind.FINAL, data={"status": status.value, "reasons": reasons})
         workflow.set_current_details(approval_details(self.state))
         self._notify("outcome", f"{status.value}: {self._headline()}")
         for note in self._notifications:
@@ -384,6 +455,30 @@ class RemediationWorkflow:
         return self.state
 
     # --- Small helpers ---------------------------------------------------------------------
+
+    async def _audit(self, kind: EventKind, actor: str | None = None, data: dict | None = None) -> None:
+        """One append-only audit event, with an id that is the same on every retry."""
+        p = self.state.proposal
+        self._audit_seq += 1
+        await workflow.execute_activity(
+            "record_audit_event",
+            AuditEventIn(
+                event_id=f"{p.proposal_id}/{workflow.info().run_id}/{self._audit_seq}/{kind.value}",
+                proposal_id=p.proposal_id,
+                kind=kind,
+                at=workflow.now(),
+                actor=actor,
+                status=self.state.status.value,
+                recommender=p.recommender,
+                model_version=p.model_version,
+                action=p.action,
+                service=self.state.service.canonical if self.state.service else p.target.service,
+                risk_tier=self.state.risk.tier.value if self.state.risk else None,
+                data=data or {},
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=AUDIT_RETRY,
+        )
 
     def _set_status(self, status: ProposalStatus, note: str = "") -> None:
         self.state.status = status
@@ -433,9 +528,7 @@ class RemediationWorkflow:
         return any(d.decision is DecisionKind.REJECT for d in self._current_decisions())
 
     def _supersede_decisions(self, why: str) -> None:
-        self.state.timeline.append(
-            TimelineEntry(at=workflow.now(), status=self.state.status, note=why)
-        )
+        self.state.timeline.append(TimelineEntry(at=workflow.now(), status=self.state.status, note=why))
         # Decisions stay on record, bound to the old plan hash; after the new preview they
         # no longer count (_current_decisions compares plan hashes).
 
@@ -552,9 +645,7 @@ class RemediationWorkflow:
         )
         if kind is DecisionKind.REJECT or self._quorum_met():
             # Answer once the workflow has acted on the decision, so the caller sees its effect.
-            await workflow.wait_condition(
-                lambda: self.state.status is not ProposalStatus.AWAITING_APPROVAL
-            )
+            await workflow.wait_condition(lambda: self.state.status is not ProposalStatus.AWAITING_APPROVAL)
         else:
             self.state.waiting_for = self._missing()
         return DecisionResult(

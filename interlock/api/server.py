@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -62,6 +63,17 @@ async def serve(
         raise
 
 
+async def _serve_until_signalled(settings: Settings, api_settings: ApiSettings) -> None:
+    """Serve until SIGINT or SIGTERM (a service manager's stop), then drain and return."""
+    serving = asyncio.create_task(serve(settings, api_settings))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, serving.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+    log.info("intake stopped")
+
+
 def api_command(
     port: Annotated[
         int | None,
@@ -83,7 +95,7 @@ def api_command(
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log.info("intake listening on http://%s:%d", api_settings.host, api_settings.port)
     try:
-        asyncio.run(serve(settings, api_settings))
+        asyncio.run(_serve_until_signalled(settings, api_settings))
     except ApiServeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -6,8 +6,12 @@ Each refusal is checked for its status, its JSON error shape and that nothing wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -489,3 +493,49 @@ async def test_no_duplicate_lookup_without_the_incident_attribute(api: RunningAp
     assert response.json()["duplicate_of"] is None
     proposal = Proposal.model_validate(second, strict=False)
     assert await find_open_duplicate(client, proposal) is None
+
+
+async def test_api_command_serves_until_sigterm_then_drains(tmp_path: Path) -> None:
+    port = free_port()
+    script = (
+        "import typer\n"
+        "from interlock.api import api_command\n"
+        "app = typer.Typer()\n"
+        "app.command('api')(api_command)\n"
+        "app.command('other')(lambda: None)\n"
+        "app()\n"
+    )
+    env = {
+        **os.environ,
+        "INTERLOCK_HOME": str(tmp_path / "home"),
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "INTERLOCK_LOG_LEVEL": "INFO",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        "api",
+        "--api-port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            for _ in range(200):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("`api` did not start")
+        proc.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, output.decode()
+    assert b"intake stopped" in output

@@ -46,24 +46,55 @@ BAD = [
     ("confidence above 1", "restart_service", mutate("confidence", 1.5), "confidence"),
     ("confidence below 0", "restart_service", mutate("confidence", -0.1), "confidence"),
     ("unknown service", "restart_service", mutate("target.service", "billing-api"), "target.service"),
-    ("shell metacharacters", "restart_service", mutate("target.service", "checkout-api; rm -rf /"), "target.service"),
-    ("release outside allow-list", "rollback_deployment", mutate("parameters.release", "v9"), "parameters.release"),
-    ("jinja in a parameter", "rollback_deployment", mutate("parameters.release", "{{ lookup('pipe','id') }}"), "parameters.release"),
+    (
+        "shell metacharacters",
+        "restart_service",
+        mutate("target.service", "checkout-api; rm -rf /"),
+        "target.service",
+    ),
+    (
+        "release outside allow-list",
+        "rollback_deployment",
+        mutate("parameters.release", "v9"),
+        "parameters.release",
+    ),
+    (
+        "jinja in a parameter",
+        "rollback_deployment",
+        mutate("parameters.release", "{{ lookup('pipe','id') }}"),
+        "parameters.release",
+    ),
     ("path separator", "change_access", mutate("parameters.user", "../../etc/passwd"), "parameters.user"),
     ("user outside allow-list", "change_access", mutate("parameters.user", "root"), "parameters.user"),
     ("group outside allow-list", "change_access", mutate("parameters.group", "wheel"), "parameters.group"),
     ("bad change", "change_access", mutate("parameters.change", "delete"), "parameters.change"),
-    ("ansible_ variable", "rollback_deployment", mutate("parameters.ansible_connection", "ssh"), "parameters"),
+    (
+        "ansible_ variable",
+        "rollback_deployment",
+        mutate("parameters.ansible_connection", "ssh"),
+        "parameters",
+    ),
     ("unknown parameter", "restart_service", mutate("parameters.force", "yes"), "parameters.force"),
     ("empty evidence", "restart_service", mutate("evidence", []), "evidence"),
-    ("unapproved evidence source", "restart_service", mutate("evidence.0.source", "twitter"), "evidence.0.source"),
+    (
+        "unapproved evidence source",
+        "restart_service",
+        mutate("evidence.0.source", "twitter"),
+        "evidence.0.source",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "action", "change", "field"), BAD, ids=[b[0] for b in BAD])
 async def test_bad_proposal_exits_2_and_starts_nothing(
-    client: Client, settings: Settings, task_queue: str, tmp_path: Path,
-    name: str, action: str, change: Any, field: str,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    tmp_path: Path,
+    name: str,
+    action: str,
+    change: Any,
+    field: str,
 ) -> None:
     doc = copy.deepcopy(example_proposal(action, proposal_id=new_id("bad")))
     change(doc)
@@ -89,9 +120,14 @@ async def test_example_proposal_is_accepted_from_stdin_by_the_real_command(
     """The issue's example document, through the installed `interlock` script and stdin."""
     doc = example_proposal("restart_service", proposal_id=new_id())
     proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "interlock"), "propose", "-", "--json",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=cli_env(settings, worker),
+        str(Path(sys.executable).parent / "interlock"),
+        "propose",
+        "-",
+        "--json",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(settings, worker),
     )
     stdout, stderr = await asyncio.wait_for(proc.communicate(json.dumps(doc).encode()), 120)
     assert proc.returncode == 0, stderr.decode()

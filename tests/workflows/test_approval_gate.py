@@ -8,9 +8,16 @@ from temporalio.client import Client
 from interlock.lab import Lab
 from interlock.models import DecisionInput, ProposalStatus
 from interlock.policy import load_policy
-from interlock.proposals import DecisionRefused, ProposalConflict, decide, get_state, submit, wait_until_settled
+from interlock.proposals import (
+    DecisionRefused,
+    ProposalConflict,
+    decide,
+    get_state,
+    submit,
+    wait_until_settled,
+)
 from interlock.settings import Settings
-from tests.support import final, history_length, make_proposal, propose
+from tests.support import final, make_proposal, propose, update_events
 
 
 @pytest.mark.parametrize(
@@ -33,14 +40,12 @@ async def test_validator_refuses_without_writing_history(
 ) -> None:
     proposal = make_proposal(settings, "restart_service")
     await propose(client, settings, worker, proposal)
-    events_before = await history_length(client, proposal.proposal_id)
-
     with pytest.raises(DecisionRefused, match=expected):
         await decide(
             client, proposal.proposal_id, decision, DecisionInput(approver=approver, reason=reason)
         )
 
-    assert await history_length(client, proposal.proposal_id) == events_before
+    assert await update_events(client, proposal.proposal_id) == 0
     state = await get_state(client, proposal.proposal_id)
     assert state.status is ProposalStatus.AWAITING_APPROVAL
     assert state.decisions == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -10,11 +11,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from interlock.lab import Lab
 from interlock.models import ProposalStatus
+from interlock.policy import load_policy
+from interlock.proposals import get_state, submit, wait_until_settled
 from interlock.settings import Settings
 from tests.conftest import time_skipping_server_bin
-from interlock.policy import load_policy
-from interlock.proposals import submit, wait_until_settled
-from tests.support import final, make_proposal
+from tests.support import make_proposal
 from worker.main import build_worker
 
 
@@ -41,7 +42,12 @@ async def test_unanswered_proposal_expires_after_24h_and_changes_nothing(
         state = await wait_until_settled(client, proposal.proposal_id, timeout=120)
         assert state.status is ProposalStatus.AWAITING_APPROVAL
         start = await skipping_env.get_current_time()
-        done = await final(client, proposal.proposal_id)
+        await skipping_env.sleep(timedelta(hours=23))
+        assert (await get_state(client, proposal.proposal_id)).status is (
+            ProposalStatus.AWAITING_APPROVAL
+        )
+        await skipping_env.sleep(timedelta(hours=1, minutes=5))
+        done = await get_state(client, proposal.proposal_id)
         waited = await skipping_env.get_current_time() - start
 
     assert done.status is ProposalStatus.EXPIRED

@@ -19,8 +19,6 @@ from temporalio.client import Client
 
 from interlock.lab import Lab
 from interlock.models import ProposalStatus
-from interlock.policy import load_policy
-from interlock.proposals import submit
 from interlock.settings import Settings
 from tests.conftest import cli_env
 from tests.support import approve, final, make_proposal, propose
@@ -45,7 +43,9 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 def restarts(lab: Lab, proposal_id: str) -> list[dict[str, object]]:
     path = lab.root / "changes.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r.get("event") == "restart" and str(r.get("key", "")).startswith(proposal_id)]
+    return [
+        r for r in records if r.get("event") == "restart" and str(r.get("key", "")).startswith(proposal_id)
+    ]
 
 
 async def test_worker_killed_while_waiting_then_restarted(
