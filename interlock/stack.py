@@ -131,7 +131,7 @@ async def run_stack(
             f"  State folder    {home}\n"
             f"  Policy          {settings.effective_policy_file or 'built-in default'}\n"
             f"  Lab             {settings.lab_dir} (interlock lab status)\n\n"
-            "Submit a proposal:   interlock propose examples/restart_checkout.json\n"
+            "Submit a proposal:   interlock example --id prop-0001 | interlock propose -\n"
             "Then:                interlock list  |  interlock show ID  |  "
             'interlock approve ID --as alice --reason "..."\n'
             "Ctrl-C stops everything started here."
