@@ -59,11 +59,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _as_utc(value: datetime) -> datetime:
     # SQLite keeps no time zone; every stored time is UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class RecommenderToken(SQLModel, table=True):
@@ -141,8 +139,9 @@ class TokenStore:
 
     def revoke(self, token_or_id: str) -> bool:
         """Revoke by token or by id; False when nothing active matched."""
-        column = RecommenderToken.token_hash if token_or_id.startswith(TOKEN_PREFIX) else RecommenderToken.id
-        key = hash_token(token_or_id) if token_or_id.startswith(TOKEN_PREFIX) else token_or_id
+        by_token = token_or_id.startswith(TOKEN_PREFIX)
+        column = RecommenderToken.token_hash if by_token else RecommenderToken.id
+        key = hash_token(token_or_id) if by_token else token_or_id
         with Session(self.engine, expire_on_commit=False) as session:
             row = session.exec(select(RecommenderToken).where(column == key)).first()
             if row is None or row.revoked_at is not None:
@@ -188,7 +187,12 @@ class TokenStore:
                 select(RecommenderToken).order_by(RecommenderToken.created_at)  # type: ignore[arg-type]
             ).all()
         return [
-            TokenInfo(r.id, r.recommender, _utc(r.created_at) or r.created_at, _utc(r.revoked_at))
+            TokenInfo(
+                r.id,
+                r.recommender,
+                _as_utc(r.created_at),
+                _as_utc(r.revoked_at) if r.revoked_at else None,
+            )
             for r in rows
         ]
 

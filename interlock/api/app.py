@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
+from interlock.api import reading
 from interlock.api.connection import ClientFactory
 from interlock.api.errors import ErrorBody, install_error_handlers, unauthorized
 from interlock.api.intake import Intake
@@ -107,7 +108,7 @@ async def submit_proposal(
 
 async def read_proposal(proposal_id: str, intake: IntakeDep, recommender: Recommender) -> ProposalView:
     """Status, risk, decisions and reasons of a proposal this recommender submitted."""
-    return await intake.read(recommender, proposal_id)
+    return await reading.read_proposal(intake, recommender, proposal_id)
 
 
 async def list_proposals(
@@ -117,7 +118,7 @@ async def list_proposals(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ProposalList:
     """This recommender's proposals, newest first."""
-    return await intake.list(recommender, status, limit)
+    return await reading.list_proposals(intake, recommender, status, limit)
 
 
 async def healthz() -> Health:

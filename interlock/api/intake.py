@@ -1,4 +1,4 @@
-"""The submission path: authenticate, bound, rate-limit, validate, deduplicate, start the workflow.
+"""The intake's shared state and its submission path: bound, rate-limit, validate, dedup, start.
 
 Validation is `parse_proposal`, the same as `interlock propose`, so the HTTP intake can never
 accept a proposal the CLI would refuse.
@@ -24,17 +24,14 @@ from interlock.api.duplicates import find_open_duplicate
 from interlock.api.errors import ApiError
 from interlock.api.idempotency import MAX_KEY_LENGTH, IdempotencyStore
 from interlock.api.ratelimit import RateLimiter
-from interlock.api.responses import ProposalList, ProposalSummary, ProposalView, SubmitAnswer
+from interlock.api.responses import SubmitAnswer
 from interlock.api.settings import ApiSettings
-from interlock.models import PROPOSAL_ID, SAFE_NAME, ProposalStatus
+from interlock.models import ProposalStatus
 from interlock.policy import Policy, PolicyError, load_policy
 from interlock.proposals import (
-    WORKFLOW_TYPE,
     ProposalConflict,
     ProposalInvalid,
-    ProposalNotFound,
     body_digest,
-    get_state,
     parse_proposal,
     submit,
 )
@@ -52,8 +49,6 @@ _UNAVAILABLE = {
     RPCStatusCode.CANCELLED,
 }
 _RETRY_AFTER_UNAVAILABLE = "2"
-# A status query needs a worker to answer; without one it would hang until the RPC deadline.
-QUERY_TIMEOUT_SECONDS = 5.0
 
 
 def current_trace_id() -> str | None:
@@ -103,7 +98,7 @@ class Intake:
             headers={"Retry-After": _RETRY_AFTER_UNAVAILABLE},
         )
 
-    def _rpc_error(self, exc: RPCError) -> ApiError | None:
+    def rpc_error(self, exc: RPCError) -> ApiError | None:
         if exc.status in _UNAVAILABLE:
             log.warning("Temporal RPC failed: %s", exc)
             return self._unavailable(str(exc))
@@ -221,7 +216,7 @@ class Intake:
         except ProposalConflict as exc:
             raise ApiError(409, str(exc), [f"proposal_id: {exc}"]) from None
         except RPCError as exc:
-            raise self._rpc_error(exc) or exc from None
+            raise self.rpc_error(exc) or exc from None
         span.set_attribute("interlock.created", answer.created)
         status_code = 201 if answer.created else 200
         log.info(
@@ -251,67 +246,6 @@ class Intake:
         except (RPCError, ValueError) as exc:
             log.debug("no status attribute for %s: %s", proposal_id, exc)
             return ProposalStatus.SUBMITTED
-
-    # --- GET /v1/proposals/{id} and /v1/proposals ----------------------------------------
-
-    async def read(self, recommender: str, proposal_id: str) -> ProposalView:
-        if not PROPOSAL_ID.match(proposal_id):
-            # No workflow can have such an id: spare Temporal the lookup.
-            raise _not_found(proposal_id)
-        client = await self.client()
-        try:
-            desc = await client.get_workflow_handle(proposal_id).describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise _not_found(proposal_id) from None
-            raise self._rpc_error(exc) or exc from None
-        # Ownership from the search attribute set at start: it needs no worker, and another
-        # recommender's proposal is never queried at all.
-        attrs = desc.typed_search_attributes
-        _check_owner(recommender, attrs.get(search.SA_RECOMMENDER) or "", proposal_id)
-        try:
-            state = await asyncio.wait_for(get_state(client, proposal_id), QUERY_TIMEOUT_SECONDS)
-        except ProposalNotFound:
-            raise _not_found(proposal_id) from None
-        except TimeoutError:
-            log.warning("status query of %s unanswered: is a worker running?", proposal_id)
-            return _early_view(proposal_id, attrs.get(search.SA_STATUS))
-        except RPCError as exc:
-            if unavailable := self._rpc_error(exc):
-                raise unavailable from None
-            if "not started" in str(exc).lower() or exc.status == RPCStatusCode.FAILED_PRECONDITION:
-                # Its first workflow task has not run yet: nothing but the attributes to tell.
-                return _early_view(proposal_id, attrs.get(search.SA_STATUS))
-            raise
-        _check_owner(recommender, state.proposal.recommender, proposal_id)
-        return ProposalView.of(state)
-
-    async def list(self, recommender: str, status: ProposalStatus | None, limit: int) -> ProposalList:
-        if not SAFE_NAME.match(recommender):
-            # Token names are checked when issued; never splice anything else into a query.
-            return ProposalList(proposals=[])
-        query = f"WorkflowType = '{WORKFLOW_TYPE}' AND {search.SA_RECOMMENDER.name} = '{recommender}'"
-        if status is not None:
-            query += f" AND {search.SA_STATUS.name} = '{status.value}'"
-        client = await self.client()
-        rows: list[ProposalSummary] = []
-        try:
-            async for wf in client.list_workflows(query, limit=limit):
-                attrs = wf.typed_search_attributes
-                rows.append(
-                    ProposalSummary(
-                        proposal_id=wf.id,
-                        status=attrs.get(search.SA_STATUS),
-                        action=attrs.get(search.SA_ACTION),
-                        service=attrs.get(search.SA_SERVICE),
-                        risk_tier=attrs.get(search.SA_RISK_TIER),
-                        recommender=attrs.get(search.SA_RECOMMENDER),
-                        submitted_at=wf.start_time.isoformat() if wf.start_time else None,
-                    )
-                )
-        except RPCError as exc:
-            raise self._rpc_error(exc) or exc from None
-        return ProposalList(proposals=rows)
 
 
 def _valid_key(key: str) -> bool:
@@ -343,24 +277,3 @@ def _conflict(key: str, from_header: bool) -> ApiError:
         f"{what} was already used with a different proposal",
         [f"{'Idempotency-Key' if from_header else 'proposal_id'}: already used with another body"],
     )
-
-
-def _early_view(proposal_id: str, status: str | None) -> ProposalView:
-    """What the search attributes tell before (or without) a worker answering the query."""
-    try:
-        return ProposalView(proposal_id=proposal_id, status=ProposalStatus(status or "submitted"))
-    except ValueError:
-        return ProposalView(proposal_id=proposal_id, status=ProposalStatus.SUBMITTED)
-
-
-def _not_found(proposal_id: str) -> ApiError:
-    return ApiError(404, f"no proposal {proposal_id!r}")
-
-
-def _check_owner(recommender: str, owner: str, proposal_id: str) -> None:
-    if owner != recommender:
-        raise ApiError(
-            403,
-            f"proposal {proposal_id!r} belongs to another recommender",
-            [f"recommender: {recommender!r} may read only its own proposals"],
-        )
