@@ -42,6 +42,8 @@ def intake_settings(settings: Settings, home: Path, task_queue: str, **update: A
 def proposal_doc(
     recommender: str = "triage-bot", action: str = "restart_service", **kw: Any
 ) -> dict[str, Any]:
+    # An incident of its own: proposals for one incident would be deduplicated into one.
+    kw.setdefault("incident", new_id("INC"))
     return example_proposal(
         action, proposal_id=kw.pop("proposal_id", new_id("api")), recommender=recommender, **kw
     )
