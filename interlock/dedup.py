@@ -87,8 +87,10 @@ async def claim_or_attach(
         if claim.status != WorkflowExecutionStatus.RUNNING:
             continue
         owner = await claim.memo_value("owner", default=None, type_hint=str)
-        if owner == me or owner is None:
-            return None  # our own earlier claim (a retry): start or find our workflow
+        if owner == me or owner is None or await _exists(client, me):
+            # Our own claim, or a resubmission of a proposal that already has its workflow
+            # (it is never its own duplicate): start or find that workflow.
+            return None
         verdict = await _attach(client, owner, proposal, claim.start_time)
         if verdict is _Owner.ATTACHED:
             log.info("proposal %s attached to %s as a duplicate", me, owner)
@@ -128,6 +130,16 @@ async def _attach(client: Client, owner: str, proposal: Proposal, claimed_at: da
             raise
         return _Owner.GONE  # it closed a moment ago
     return _Owner.ATTACHED
+
+
+async def _exists(client: Client, proposal_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(proposal_id).describe()
+        return True
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
 
 
 def _final(status: str | None) -> bool:

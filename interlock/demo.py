@@ -20,7 +20,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from interlock.client import IntakeError, RecommenderClient
+from interlock.client import IdempotencyConflict, IntakeError, RecommenderClient
 from interlock.models import Proposal, ProposalStatus
 from interlock.settings import Settings
 from interlock.tokens import TokenStore, intake_db_path
@@ -164,6 +164,15 @@ class DemoRecommender:
                 continue
             try:
                 result = self.sdk.propose(proposal)
+            except IdempotencyConflict:
+                # The id comes from the alert: an earlier run proposed it (with evidence observed
+                # then). That proposal is the one to follow.
+                self.proposed[alert.incident] = proposal.proposal_id
+                out.print(
+                    f"alert {alert.name} on {alert.service} -> {proposal.action} "
+                    f"{proposal.proposal_id}: already proposed"
+                )
+                continue
             except IntakeError as exc:
                 out.print(f"alert {alert.name} on {alert.service}: refused: {exc}", markup=False)
                 self.refused += 1

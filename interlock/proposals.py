@@ -102,7 +102,7 @@ async def submit(
     digest = body_digest(proposal)
     service = policy.canonical_service(proposal.target.service) or proposal.target.service
     key = policy.dedup.key_of(proposal, service)
-    if key is not None and not await _exists(client, proposal.proposal_id):
+    if key is not None:
         owner = await claim_or_attach(client, proposal, key, task_queue, policy.dedup.window)
         if owner is not None:
             return Submission(proposal.proposal_id, owner, False, None, duplicate_of=owner)
@@ -143,17 +143,6 @@ async def submit(
                 f"proposal_id {proposal.proposal_id!r} is already used by a different proposal"
             ) from None
         return Submission(proposal.proposal_id, handle.id, False, desc.run_id)
-
-
-async def _exists(client: Client, proposal_id: str) -> bool:
-    """Whether the proposal already has its workflow: a resubmission is never its own duplicate."""
-    try:
-        await client.get_workflow_handle(proposal_id).describe()
-        return True
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
 
 
 async def get_state(client: Client, proposal_id: str) -> ProposalState:
