@@ -16,6 +16,7 @@ from temporalio.client import Client
 from tests.api.support import RunningApi, interlock, proposal_doc
 from tests.api.test_intake import eventually, post, started
 from tests.support import new_id
+from tests.workflows.test_lifecycle import check_replays
 
 
 async def proposal_runs(client: Client, incident: str) -> set[str]:
@@ -76,6 +77,9 @@ async def test_five_concurrent_duplicates_start_one_workflow_and_record_four(
     assert (await read(api, owner, other))["proposal_id"] == owner
     # Five submissions, still one workflow and nothing else started meanwhile.
     assert await proposal_runs(client, incident) == {owner}
+
+    # The history with attached duplicates must replay; tests/histories keeps it for later changes.
+    await check_replays(client, owner, "duplicates_attached")
 
     code, shown, errors = await interlock(api, "show", owner)
     assert code == 0, errors
