@@ -72,9 +72,16 @@ class Alert:
         )
 
     @property
+    def firing(self) -> str:
+        """This firing of this alert: its label fingerprint and when it started."""
+        return f"{self.fingerprint}-{_compact(self.starts_at)}"
+
+    @property
     def incident(self) -> str:
-        """One incident per firing: the alert's label fingerprint and when it started."""
-        return f"{self.name}-{self.fingerprint}-{_compact(self.starts_at)}"
+        """Alerts are grouped into incidents by service (Alertmanager's `group_by: [service]`):
+        while a proposal for the service is open, a further alert about it (such as the
+        ServiceDown a restart itself causes) is attached to it as a duplicate."""
+        return f"alerts:{self.service}"
 
 
 def _compact(timestamp: str) -> str:
@@ -87,7 +94,7 @@ def proposal_for(alert: Alert, environment: str = "lab") -> Proposal | None:
     if known is None:
         return None
     action, rationale, confidence = known
-    pid = f"demo-{alert.fingerprint[:12]}-{_compact(alert.starts_at)}"
+    pid = f"demo-{alert.firing}"
     return RecommenderClient.build_proposal(
         proposal_id=re.sub(r"[^A-Za-z0-9._-]", "-", pid)[:128],
         recommender=RECOMMENDER,
@@ -139,7 +146,7 @@ def monitor_url(settings: Settings) -> str:
 class DemoRecommender:
     sdk: RecommenderClient
     alerts_url: str
-    proposed: dict[str, str] = field(default_factory=dict)  # incident -> proposal to follow
+    proposed: dict[str, str] = field(default_factory=dict)  # alert firing -> proposal to follow
     last_status: dict[str, str] = field(default_factory=dict)
     refused: int = 0
 
@@ -156,7 +163,7 @@ class DemoRecommender:
         """Propose for every new alert and report status changes; returns how many it proposed."""
         count = 0
         for alert in self.alerts():
-            if alert.incident in self.proposed:
+            if alert.firing in self.proposed:
                 continue
             proposal = proposal_for(alert)
             if proposal is None:
@@ -167,7 +174,7 @@ class DemoRecommender:
             except IdempotencyConflict:
                 # The id comes from the alert: an earlier run proposed it (with evidence observed
                 # then). That proposal is the one to follow.
-                self.proposed[alert.incident] = proposal.proposal_id
+                self.proposed[alert.firing] = proposal.proposal_id
                 out.print(
                     f"alert {alert.name} on {alert.service} -> {proposal.action} "
                     f"{proposal.proposal_id}: already proposed"
@@ -178,7 +185,7 @@ class DemoRecommender:
                 self.refused += 1
                 continue
             followed = result.duplicate_of or result.proposal_id
-            self.proposed[alert.incident] = followed
+            self.proposed[alert.firing] = followed
             count += 1
             if result.duplicate_of:
                 what = f"attached to open proposal {result.duplicate_of} as a duplicate"
