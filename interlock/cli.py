@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from interlock.dedup import DedupUnsettled
 from interlock.models import DecisionInput, ProposalState
 from interlock.policy import PolicyError, load_policy
 from interlock.proposals import (
@@ -100,6 +101,8 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         fail(str(exc), 3)
     except TimeoutError as exc:
         fail(str(exc) or "timed out", 1)
+    except DedupUnsettled as exc:
+        fail(f"{exc}; retry", 1)
 
 
 def print_json(value: Any) -> None:

@@ -91,7 +91,7 @@ async def claim_or_attach(
             # Our own claim, or a resubmission of a proposal that already has its workflow
             # (it is never its own duplicate): start or find that workflow.
             return None
-        verdict = await _attach(client, owner, proposal, claim.start_time)
+        verdict = await _attach(client, owner, proposal, claim.start_time or datetime.now(UTC))
         if verdict is _Owner.ATTACHED:
             log.info("proposal %s attached to %s as a duplicate", me, owner)
             return owner

@@ -184,7 +184,7 @@ class DemoRecommender:
                 out.print(f"alert {alert.name} on {alert.service}: refused: {exc}", markup=False)
                 self.refused += 1
                 continue
-            followed = result.duplicate_of or result.proposal_id
+            followed = result.follow_id
             self.proposed[alert.firing] = followed
             count += 1
             if result.duplicate_of:

@@ -26,6 +26,7 @@ from interlock.api.idempotency import MAX_KEY_LENGTH, IdempotencyStore
 from interlock.api.ratelimit import RateLimiter
 from interlock.api.responses import SubmitAnswer
 from interlock.api.settings import ApiSettings
+from interlock.dedup import DedupUnsettled
 from interlock.models import ProposalStatus
 from interlock.policy import Policy, PolicyError, load_policy
 from interlock.proposals import (
@@ -205,6 +206,11 @@ class Intake:
             )
         except ProposalConflict as exc:
             raise ApiError(409, str(exc), [f"proposal_id: {exc}"]) from None
+        except DedupUnsettled as exc:
+            raise ApiError(
+                503, "the proposal's problem is changing hands; retry", [str(exc)],
+                headers={"Retry-After": _RETRY_AFTER_UNAVAILABLE},
+            ) from None
         except RPCError as exc:
             raise self.rpc_error(exc) or exc from None
         span.set_attribute("interlock.created", answer.created)

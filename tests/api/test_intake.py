@@ -349,7 +349,14 @@ async def test_read_and_list_own_proposals(worker_api: RunningApi) -> None:
     assert state["evidence"]["ok"] is True
     assert state["decisions"] == []
     assert set(state) == {
-        "proposal_id", "status", "risk", "decisions", "reasons", "evidence", "duplicate_count", "duplicates"
+        "proposal_id",
+        "status",
+        "risk",
+        "decisions",
+        "reasons",
+        "evidence",
+        "duplicate_count",
+        "duplicates",
     }
     assert (state["duplicate_count"], state["duplicates"]) == (0, [])
     assert mine["proposal_id"] in listed
@@ -417,9 +424,7 @@ async def test_openapi_documents_the_intake(api: RunningApi) -> None:
     body = post_op["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/Proposal"}
     assert body["example"]["recommender"] == "triage-bot"
-    assert {"200", "201", "202", "401", "403", "409", "413", "422", "429", "503"} <= set(
-        post_op["responses"]
-    )
+    assert {"200", "201", "202", "401", "403", "409", "413", "422", "429", "503"} <= set(post_op["responses"])
     assert any(p["name"] == "Idempotency-Key" for p in post_op["parameters"])
     error_ref = {"$ref": "#/components/schemas/ErrorBody"}
     for path, operations in schema["paths"].items():

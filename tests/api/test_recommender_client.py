@@ -22,6 +22,7 @@ from interlock.client import (
     IntakeUnavailable,
     ProposalRefused,
     RecommenderClient,
+    SubmitResult,
 )
 from interlock.models import Proposal
 from interlock.settings import Settings
@@ -244,3 +245,22 @@ def test_build_proposal_makes_a_valid_proposal() -> None:
             confidence=2.0,
             evidence=[],
         )
+
+
+async def test_a_duplicate_is_followed_through_the_open_proposal(api: RunningApi) -> None:
+    incident = new_id("INC")
+    first, second = proposal_doc(incident=incident), proposal_doc("deploy-bot", incident=incident)
+
+    def both() -> tuple[SubmitResult, SubmitResult]:
+        with (
+            RecommenderClient(api.url, api.token()) as triage,
+            RecommenderClient(api.url, api.token("deploy-bot")) as deploy,
+        ):
+            return triage.propose(first), deploy.propose(second)
+
+    opened, attached = await asyncio.to_thread(both)
+
+    assert opened.created is True and opened.follow_id == first["proposal_id"]
+    assert attached.created is False
+    assert attached.proposal_id == second["proposal_id"]
+    assert attached.duplicate_of == attached.follow_id == first["proposal_id"]
