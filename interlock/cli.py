@@ -121,7 +121,7 @@ def up(
     ] = False,
     api_port: Annotated[
         int | None,
-        typer.Option("--api-port", help="Port of the HTTP intake [default: INTERLOCK_API_PORT or 8080]."),
+        typer.Option("--api-port", help="Port of the HTTP intake (default: INTERLOCK_API_PORT, else 8080)."),
     ] = None,
 ) -> None:
     """Start the embedded stack: Temporal dev server, worker, lab, HTTP intake. Ctrl-C stops it all."""

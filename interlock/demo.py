@@ -222,7 +222,7 @@ class DemoRecommender:
 def demo_command(
     url: Annotated[
         str | None,
-        typer.Option(help="Intake URL [default: http://INTERLOCK_API_HOST:INTERLOCK_API_PORT]."),
+        typer.Option(help="Intake URL (default: http://INTERLOCK_API_HOST:INTERLOCK_API_PORT)."),
     ] = None,
     token: Annotated[
         str | None,
