@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from interlock.dedup import DedupUnsettled
 from interlock.models import DecisionInput, ProposalState
 from interlock.policy import PolicyError, load_policy
 from interlock.proposals import (
@@ -44,10 +45,16 @@ app.add_typer(policy_app, name="policy")
 
 def _mount_optional() -> None:
     """Sub-commands from the audit and intake packages."""
+    from interlock.api import api_command
     from interlock.audit.cli import audit_app, metrics_command
+    from interlock.demo import demo_command
+    from interlock.tokens import tokens_app
 
     app.add_typer(audit_app, name="audit", help="The tamper-evident audit trail.")
     app.command(name="metrics")(metrics_command)
+    app.add_typer(tokens_app, name="tokens", help="Recommender tokens for the HTTP intake.")
+    app.command(name="api")(api_command)
+    app.command(name="demo")(demo_command)
 
 
 _mount_optional()
@@ -94,6 +101,8 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         fail(str(exc), 3)
     except TimeoutError as exc:
         fail(str(exc) or "timed out", 1)
+    except DedupUnsettled as exc:
+        fail(f"{exc}; retry", 1)
 
 
 def print_json(value: Any) -> None:
@@ -110,14 +119,29 @@ def up(
     external: Annotated[
         bool, typer.Option("--external", help="Use the server at TEMPORAL_ADDRESS; start none.")
     ] = False,
+    api_port: Annotated[
+        int | None,
+        typer.Option("--api-port", help="Port of the HTTP intake (default: INTERLOCK_API_PORT, else 8080)."),
+    ] = None,
 ) -> None:
-    """Start the embedded stack: Temporal dev server, worker and lab. Ctrl-C stops it all."""
+    """Start the embedded stack: Temporal dev server, worker, lab, HTTP intake. Ctrl-C stops it all."""
+    from interlock.api import ApiServeError, ApiSettings
     from interlock.stack import run_stack
 
     s = settings()
+    try:
+        api = ApiSettings()
+    except ValidationError as exc:
+        problems = [f"INTERLOCK_API_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()]
+        fail("invalid setting: " + "; ".join(problems), 2)
+    if api_port is not None:
+        api = api.model_copy(update={"port": api_port})
     if not external:
         s = s.model_copy(update={"temporal_address": f"localhost:{port}"})
-    run(lambda: run_stack(s, port=port, ui_port=ui_port, external=external, console=out))
+    try:
+        run(lambda: run_stack(s, port=port, ui_port=ui_port, external=external, console=out, api=api))
+    except ApiServeError as exc:
+        fail(str(exc), 1)
 
 
 @app.command()
@@ -161,22 +185,33 @@ def propose(
         proposal = parse_proposal(text, policy)
         client = await connect(s)
         sub = await submit(client, proposal, s.task_queue, policy)
-        if no_wait:
-            result = {"proposal_id": sub.proposal_id, "status": "submitted", "created": sub.created}
-        else:
-            state = await wait_until_settled(client, sub.proposal_id)
-            result = {
-                "proposal_id": sub.proposal_id,
+        # A duplicate has no workflow of its own: what happens next is the open proposal's.
+        followed = sub.duplicate_of or sub.proposal_id
+        result: dict[str, Any] = {
+            "proposal_id": sub.proposal_id,
+            "status": "submitted",
+            "created": sub.created,
+            "duplicate_of": sub.duplicate_of,
+        }
+        if not no_wait:
+            state = await wait_until_settled(client, followed)
+            result |= {
                 "status": state.status.value,
-                "created": sub.created,
                 "risk": state.risk.model_dump(mode="json") if state.risk else None,
                 "reasons": state.reasons,
             }
         if json_out:
             print_json(result)
             return
-        note = "" if sub.created else " (already submitted; same proposal)"
-        out.print(f"{result['proposal_id']}  {result['status']}{note}")
+        if sub.duplicate_of:
+            out.print(
+                f"{sub.proposal_id}  attached as a duplicate to open proposal {sub.duplicate_of} "
+                "(same problem: no second approval needed)"
+            )
+            out.print(f"{sub.duplicate_of}  {result['status']}")
+        else:
+            note = "" if sub.created else " (already submitted; same proposal)"
+            out.print(f"{result['proposal_id']}  {result['status']}{note}")
         if result.get("risk"):
             risk = result["risk"]
             out.print(f"risk {risk['score']}/100 ({risk['tier']})")
@@ -184,8 +219,8 @@ def propose(
             out.print(f"  - {reason}", markup=False)
         if result["status"] == "awaiting_approval":
             out.print(
-                f"next: interlock show {sub.proposal_id}   |   "
-                f'interlock approve {sub.proposal_id} --as alice --reason "..."'
+                f"next: interlock show {followed}   |   "
+                f'interlock approve {followed} --as alice --reason "..."'
             )
 
     run(body)

@@ -60,6 +60,12 @@ class SubmitResult(BaseModel):
     trace_id: str | None = None
     replayed: bool = False
 
+    @property
+    def follow_id(self) -> str:
+        """The proposal that decides this one's fate: the open one it was attached to as a
+        duplicate, else itself. Pass it to `get` and `wait`."""
+        return self.duplicate_of or self.proposal_id
+
 
 def _error_for(response: httpx.Response) -> IntakeError:
     try:

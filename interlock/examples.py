@@ -27,6 +27,7 @@ def example_proposal(
     parameters: dict[str, str] | None = None,
     recommender: str = "triage-bot",
     observed_at: datetime | None = None,
+    incident: str | None = "INC-1234",
 ) -> dict[str, Any]:
     if action not in PARAMETERS:
         raise ValueError(f"unknown action {action!r} (known: {', '.join(PARAMETERS)})")
@@ -40,7 +41,7 @@ def example_proposal(
         "parameters": dict(PARAMETERS[action] if parameters is None else parameters),
         "rationale": RATIONALE[action],
         "confidence": 0.82,
-        "incident": "INC-1234",
+        "incident": incident,
         "evidence": [
             {
                 "source": "lab-monitor",

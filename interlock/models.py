@@ -7,7 +7,7 @@ Ansible or the network.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -254,6 +254,37 @@ class TimelineEntry(BaseModel):
     note: str = ""
 
 
+class Duplicate(BaseModel):
+    """A later proposal for the same problem, attached to the open one instead of starting its own.
+
+    Its evidence is checked like any proposal's; it never asks for a second approval.
+    """
+
+    proposal_id: str
+    recommender: str
+    model_version: str
+    confidence: float
+    received_at: datetime
+    evidence: EvidenceReport | None = None  # None while its checks run
+    ok: bool | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class AttachDuplicate(BaseModel):
+    """Payload of the `add_duplicate` signal."""
+
+    proposal: Proposal
+    received_at: datetime
+
+
+class DedupClaim(BaseModel):
+    """Input of the claim workflow that holds a dedup key for the proposal that owns it."""
+
+    key: str
+    owner: str
+    window: timedelta
+
+
 class ProposalState(BaseModel):
     """The whole state of one proposal: the `status` query's answer and the workflow's result."""
 
@@ -279,7 +310,9 @@ class ProposalState(BaseModel):
     escalated: bool = False
     pauses: list[Pause] = Field(default_factory=list)
     freezes: list[str] = Field(default_factory=list)
-    duplicates: list[str] = Field(default_factory=list)
+    # Proposals attached as duplicates (the first MAX_RECORDED_DUPLICATES in full); all counted.
+    duplicates: list[Duplicate] = Field(default_factory=list)
+    duplicate_count: int = 0
 
     def rejected_decision_pending(self) -> bool:
         return self.status is ProposalStatus.REJECTED

@@ -245,6 +245,43 @@ class FreezeWindow(_Model):
         return True
 
 
+DedupField = Literal["action", "service", "environment", "incident", "recommender", "parameters"]
+
+
+class Dedup(_Model):
+    """When a proposal is a duplicate of an open one: same `key` fields, within `window`.
+
+    The service in the key is the canonical one, so aliases of one service dedup together.
+    A key naming `incident` never matches a proposal without an incident.
+    """
+
+    enabled: bool = True
+    window: Duration = timedelta(hours=24)
+    key: Annotated[list[DedupField], Field(min_length=1)] = Field(
+        default_factory=lambda: ["action", "service", "environment", "incident"]
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> Dedup:
+        if len(set(self.key)) != len(self.key):
+            raise ValueError("key: a field is named twice")
+        return self
+
+    def key_of(self, proposal: Proposal, service: str) -> str | None:
+        """The proposal's dedup key, or None when it cannot be a duplicate of anything."""
+        if not self.enabled or ("incident" in self.key and not proposal.incident):
+            return None
+        values = {
+            "action": proposal.action,
+            "service": service,
+            "environment": proposal.target.environment,
+            "incident": proposal.incident or "",
+            "recommender": proposal.recommender,
+            "parameters": ",".join(f"{k}={v}" for k, v in sorted(proposal.parameters.items())),
+        }
+        return "|".join(f"{name}={values[name]}" for name in self.key)
+
+
 class Notifier(_Model):
     kind: Literal["file", "webhook"] = "file"
     path: str = "notifications.jsonl"  # relative to the state folder
@@ -280,6 +317,7 @@ class Policy(_Model):
     freezes: list[FreezeWindow] = Field(default_factory=list)
     emergency_group: str = "emergency"
     notifier: Notifier = Field(default_factory=Notifier)
+    dedup: Dedup = Field(default_factory=Dedup)
 
     # Set by load_policy: the sha256 of the file the policy was read from.
     digest: str = ""

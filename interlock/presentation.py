@@ -36,6 +36,14 @@ def approval_details(state: ProposalState) -> str:
         lines += [f"- {f.name} +{f.contribution}: {f.detail}" for f in state.risk.factors]
     if state.preview:
         lines += ["", "### Preview (Ansible check mode)", *preview_lines(state.preview)]
+    if state.duplicate_count:
+        lines += ["", f"### Duplicates: {state.duplicate_count} (no further approval needed)"]
+        for d in state.duplicates:
+            checked = "checking" if d.ok is None else ("evidence confirmed" if d.ok else "NOT confirmed")
+            lines.append(f"- {d.proposal_id} from {d.recommender} ({d.model_version}): {checked}")
+            lines += [f"  - {r}" for r in d.reasons]
+        if state.duplicate_count > len(state.duplicates):
+            lines.append(f"- and {state.duplicate_count - len(state.duplicates)} more")
     if state.decisions:
         lines += ["", "### Decisions"]
         lines += [f"- {d.decision.value} by {d.approver}: {d.reason}" for d in state.decisions]

@@ -22,6 +22,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from interlock import search
+from interlock.dedup import claim_or_attach
 from interlock.models import (
     DecisionInput,
     DecisionResult,
@@ -81,6 +82,8 @@ class Submission:
     workflow_id: str
     created: bool
     run_id: str | None
+    # The open proposal for the same problem this one was attached to (no workflow of its own).
+    duplicate_of: str | None = None
 
 
 async def submit(
@@ -91,12 +94,18 @@ async def submit(
     *,
     search_attributes: bool = True,
 ) -> Submission:
-    """Start the proposal's workflow, or return the existing one for the same proposal_id.
+    """Start the proposal's workflow, return the existing one for the same proposal_id, or
+    attach the proposal to an open one for the same problem (policy `dedup`).
 
     The workflow id is the proposal id, so a resubmission can never start a second execution.
     """
     digest = body_digest(proposal)
     service = policy.canonical_service(proposal.target.service) or proposal.target.service
+    key = policy.dedup.key_of(proposal, service)
+    if key is not None:
+        owner = await claim_or_attach(client, proposal, key, task_queue, policy.dedup.window)
+        if owner is not None:
+            return Submission(proposal.proposal_id, owner, False, None, duplicate_of=owner)
     attributes = TypedSearchAttributes(
         [
             SearchAttributePair(search.SA_STATUS, ProposalStatus.SUBMITTED.value),
@@ -104,6 +113,7 @@ async def submit(
             SearchAttributePair(search.SA_SERVICE, service),
             SearchAttributePair(search.SA_RECOMMENDER, proposal.recommender),
         ]
+        + ([SearchAttributePair(search.SA_INCIDENT, proposal.incident)] if proposal.incident else [])
     )
     try:
         handle = await client.start_workflow(

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from interlock import search
+from interlock.api.settings import ApiSettings
 from interlock.keys import ensure_dev_keys
 from interlock.policy import default_policy_text
 from interlock.settings import Settings
@@ -71,6 +72,20 @@ async def wait_for_server(settings: Settings, proc: subprocess.Popen[bytes] | No
     raise TemporalUnavailable(f"Temporal did not answer at {settings.temporal_address} in 30s")
 
 
+async def wait_for_intake(api: ApiSettings, serving: asyncio.Task[None]) -> None:
+    """Return once the intake accepts connections, so the banner never names a dead port."""
+    for _ in range(200):
+        if serving.done():
+            serving.result()  # raises ApiServeError (port taken) or whatever stopped it
+        try:
+            _, writer = await asyncio.open_connection(api.host, api.port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"the intake did not listen on {api.host}:{api.port} within 10s")
+
+
 def prepare_home(settings: Settings) -> None:
     home = settings.home_dir
     home.mkdir(parents=True, exist_ok=True)
@@ -83,10 +98,19 @@ def prepare_home(settings: Settings) -> None:
 
 
 async def run_stack(
-    settings: Settings, *, port: int, ui_port: int, external: bool, console: Console
+    settings: Settings,
+    *,
+    port: int,
+    ui_port: int,
+    external: bool,
+    console: Console,
+    api: ApiSettings | None = None,
 ) -> None:
+    from interlock.api import serve
     from interlock.lab import Lab
     from worker.main import build_worker
+
+    api = api or ApiSettings()
 
     logging.basicConfig(
         level=settings.log_level,
@@ -121,6 +145,8 @@ async def run_stack(
 
         worker = build_worker(client, settings)
         worker_task = asyncio.create_task(worker.run())
+        api_task = asyncio.create_task(serve(settings, api))
+        await wait_for_intake(api, api_task)
 
         ui = f"http://localhost:{ui_port}" if not external else "(your server's Web UI)"
         console.print(
@@ -130,17 +156,23 @@ async def run_stack(
             f"  Task queue      {settings.task_queue}\n"
             f"  State folder    {home}\n"
             f"  Policy          {settings.effective_policy_file or 'built-in default'}\n"
-            f"  Lab             {settings.lab_dir} (interlock lab status)\n\n"
+            f"  Lab             {settings.lab_dir} (interlock lab status)\n"
+            f"  Intake API      http://{api.host}:{api.port} (/docs; interlock tokens create NAME)\n\n"
             "Submit a proposal:   interlock example --id prop-0001 | interlock propose -\n"
             "Then:                interlock list  |  interlock show ID  |  "
             'interlock approve ID --as alice --reason "..."\n'
             "Ctrl-C stops everything started here."
         )
         stop_wait = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({worker_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        if worker_task in done:
-            worker_task.result()  # surface a crashed worker
+        done, _ = await asyncio.wait(
+            {worker_task, api_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done - {stop_wait}:
+            task.result()  # surface a crashed worker, or an intake that could not listen
         console.print("stopping ...")
+        api_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await api_task
         await worker.shutdown()
         with contextlib.suppress(asyncio.CancelledError):
             await worker_task

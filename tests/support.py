@@ -26,6 +26,8 @@ def new_id(prefix: str = "prop") -> str:
 
 
 def make_proposal(settings: Settings, action: str = "restart_service", **kw: Any) -> Proposal:
+    # An incident of its own: proposals for one incident would be deduplicated into one.
+    kw.setdefault("incident", new_id("INC"))
     doc = example_proposal(action, proposal_id=kw.pop("proposal_id", new_id()), **kw)
     return parse_proposal(doc, load_policy(settings.effective_policy_file))
 

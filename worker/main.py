@@ -1,4 +1,4 @@
-"""Worker wiring: the remediation workflow and its activities on one task queue."""
+"""Worker wiring: the remediation and dedup claim workflows and their activities on one task queue."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from activities.audit import AuditRecorder
 from activities.checks import ProposalChecks
 from activities.gate import GateActivities
 from interlock.settings import Settings
+from workflows.dedup import DedupClaimWorkflow
 from workflows.remediation import RemediationWorkflow
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[RemediationWorkflow],
+        workflows=[RemediationWorkflow, DedupClaimWorkflow],
         activities=[
             checks.check_proposal,
             playbooks.run_playbook,

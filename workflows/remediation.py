@@ -17,10 +17,12 @@ with workflow.unsafe.imports_passed_through():
     from interlock.audit.events import AuditEventIn, EventKind
     from interlock.governance import AUTO_APPROVER, Assessment, Governance, plan_hash, quorum
     from interlock.models import (
+        AttachDuplicate,
         DecisionInput,
         DecisionKind,
         DecisionRecord,
         DecisionResult,
+        Duplicate,
         Notification,
         Pause,
         PauseScope,
@@ -56,6 +58,10 @@ AUDIT_RETRY = RetryPolicy(
 )
 
 
+# A flood of duplicates is counted in full but kept in full only this far (history and query size).
+MAX_RECORDED_DUPLICATES = 50
+
+
 def evidence_items(assessment: Assessment) -> list:
     return list(assessment.evidence.items) if assessment.evidence else []
 
@@ -72,6 +78,7 @@ class RemediationWorkflow:
         self._notifications: list[workflow.ActivityHandle[None]] = []
         self._search_attributes = True
         self._audit_seq = 0
+        self._duplicate_ids: set[str] = set()
 
     @property
     def state(self) -> ProposalState:
@@ -555,6 +562,45 @@ class RemediationWorkflow:
         if self._state is not None and self._active_pauses():
             if pause.abort_running and self.state.status is ProposalStatus.EXECUTING:
                 self._abort = True
+
+    @workflow.signal(name="add_duplicate")
+    async def add_duplicate(self, inp: AttachDuplicate) -> None:
+        """Another proposal for the same problem: check its evidence, count it, ask nobody."""
+        await workflow.wait_condition(lambda: self._state is not None)
+        dup = inp.proposal
+        if dup.proposal_id == self.state.proposal.proposal_id or dup.proposal_id in self._duplicate_ids:
+            return  # a retried submission counts once
+        self._duplicate_ids.add(dup.proposal_id)
+        self.state.duplicate_count += 1
+        record = Duplicate(
+            proposal_id=dup.proposal_id,
+            recommender=dup.recommender,
+            model_version=dup.model_version,
+            confidence=dup.confidence,
+            received_at=inp.received_at,
+        )
+        if len(self.state.duplicates) < MAX_RECORDED_DUPLICATES:
+            self.state.duplicates.append(record)
+        assessment = await workflow.execute_activity(
+            "check_proposal",
+            dup,
+            result_type=Assessment,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=CHECKS_RETRY,
+        )
+        record.evidence, record.ok, record.reasons = assessment.evidence, assessment.ok, assessment.reasons
+        await self._audit(
+            EventKind.DUPLICATE,
+            actor=dup.recommender,
+            data={
+                "duplicate": dup.proposal_id,
+                "ok": assessment.ok,
+                "reasons": assessment.reasons,
+                "items": [i.model_dump(mode="json") for i in evidence_items(assessment)],
+            },
+        )
+        if self.state.status is ProposalStatus.AWAITING_APPROVAL:
+            workflow.set_current_details(approval_details(self.state))
 
     @workflow.signal(name="resume")
     def resume(self, scope: PauseScope) -> None:

@@ -1,7 +1,6 @@
 """The HTTP intake where AI recommenders submit proposals; `create_app` and `serve` run it."""
 
 from interlock.api.app import create_app
-from interlock.api.duplicates import find_open_duplicate
 from interlock.api.errors import ErrorBody
 from interlock.api.server import ApiServeError, api_command, serve
 from interlock.api.settings import ApiSettings, Rate
@@ -13,6 +12,5 @@ __all__ = [
     "Rate",
     "api_command",
     "create_app",
-    "find_open_duplicate",
     "serve",
 ]

@@ -136,6 +136,13 @@ def _add_routes(app: FastAPI) -> None:
         summary="Submit a proposal",
         responses={
             200: {"model": SubmitAnswer, "description": "Already submitted (same proposal)."},
+            202: {
+                "model": SubmitAnswer,
+                "description": (
+                    "Attached as a duplicate to the open proposal in `duplicate_of` (same problem "
+                    "by the policy's dedup key): no workflow of its own, no second approval."
+                ),
+            },
             201: {
                 "description": "A new proposal; its workflow has started.",
                 "headers": {

@@ -1,4 +1,5 @@
-"""The intake's shared state and its submission path: bound, rate-limit, validate, dedup, start.
+"""The intake's shared state and its submission path: bound, rate-limit, validate, then start or
+attach as a duplicate (interlock.dedup, shared with `interlock propose`).
 
 Validation is `parse_proposal`, the same as `interlock propose`, so the HTTP intake can never
 accept a proposal the CLI would refuse.
@@ -20,12 +21,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from interlock import search
 from interlock.api.connection import ClientFactory, TemporalConnection
-from interlock.api.duplicates import find_open_duplicate
 from interlock.api.errors import ApiError
 from interlock.api.idempotency import MAX_KEY_LENGTH, IdempotencyStore
 from interlock.api.ratelimit import RateLimiter
 from interlock.api.responses import SubmitAnswer
 from interlock.api.settings import ApiSettings
+from interlock.dedup import DedupUnsettled
 from interlock.models import ProposalStatus
 from interlock.policy import Policy, PolicyError, load_policy
 from interlock.proposals import (
@@ -188,42 +189,43 @@ class Intake:
             return _replay(stored.status_code, stored.response)
 
         client = await self.client()
-        duplicate_of = await find_open_duplicate(client, proposal, policy)
         try:
-            if duplicate_of is not None:
-                # TODO(lead): signal `duplicate_of` to attach this proposal once the workflow
-                # accepts attachments; until InterlockIncident exists this branch is unused.
-                answer = SubmitAnswer(
-                    proposal_id=proposal.proposal_id,
-                    status=await self._status_of(client, duplicate_of),
-                    created=False,
-                    duplicate_of=duplicate_of,
-                    trace_id=current_trace_id(),
-                )
+            submission = await submit(client, proposal, self.settings.task_queue, policy)
+            if submission.duplicate_of is not None:
+                status = await self._status_of(client, submission.duplicate_of)
+            elif submission.created:
+                status = ProposalStatus.SUBMITTED
             else:
-                submission = await submit(client, proposal, self.settings.task_queue, policy)
-                status = (
-                    ProposalStatus.SUBMITTED
-                    if submission.created
-                    else await self._status_of(client, proposal.proposal_id)
-                )
-                answer = SubmitAnswer(
-                    proposal_id=submission.proposal_id,
-                    status=status,
-                    created=submission.created,
-                    trace_id=current_trace_id(),
-                )
+                status = await self._status_of(client, proposal.proposal_id)
+            answer = SubmitAnswer(
+                proposal_id=submission.proposal_id,
+                status=status,
+                created=submission.created,
+                duplicate_of=submission.duplicate_of,
+                trace_id=current_trace_id(),
+            )
         except ProposalConflict as exc:
             raise ApiError(409, str(exc), [f"proposal_id: {exc}"]) from None
+        except DedupUnsettled as exc:
+            raise ApiError(
+                503, "the proposal's problem is changing hands; retry", [str(exc)],
+                headers={"Retry-After": _RETRY_AFTER_UNAVAILABLE},
+            ) from None
         except RPCError as exc:
             raise self.rpc_error(exc) or exc from None
         span.set_attribute("interlock.created", answer.created)
-        status_code = 201 if answer.created else 200
+        if answer.duplicate_of:
+            span.set_attribute("interlock.duplicate_of", answer.duplicate_of)
+        status_code = 201 if answer.created else 202 if answer.duplicate_of else 200
         log.info(
             "proposal %s from %s: %s",
             proposal.proposal_id,
             recommender,
-            "started" if answer.created else "already known",
+            "started"
+            if answer.created
+            else f"attached to {answer.duplicate_of}"
+            if answer.duplicate_of
+            else "already known",
         )
         response = answer.model_dump(mode="json")
         first = await asyncio.to_thread(self.answers.put, recommender, key, digest, status_code, response)

@@ -31,25 +31,28 @@ async def read_proposal(intake: Intake, recommender: str, proposal_id: str) -> P
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise _not_found(proposal_id) from None
         raise intake.rpc_error(exc) or exc from None
-    # Ownership from the search attribute set at start: it needs no worker, and another
-    # recommender's proposal is never queried at all.
+    # Ownership from the search attribute set at start: it needs no worker. Only a recommender
+    # whose duplicate was attached may read another's proposal: that is checked on the state.
     attrs = desc.typed_search_attributes
-    _check_owner(recommender, attrs.get(search.SA_RECOMMENDER) or "", proposal_id)
+    owner = attrs.get(search.SA_RECOMMENDER) or ""
     try:
         state = await asyncio.wait_for(get_state(client, proposal_id), QUERY_TIMEOUT_SECONDS)
     except ProposalNotFound:
         raise _not_found(proposal_id) from None
     except TimeoutError:
         log.warning("status query of %s unanswered: is a worker running?", proposal_id)
+        _check_owner(recommender, owner, proposal_id)
         return _early_view(proposal_id, attrs.get(search.SA_STATUS))
     except RPCError as exc:
         if unavailable := intake.rpc_error(exc):
             raise unavailable from None
         if "not started" in str(exc).lower() or exc.status == RPCStatusCode.FAILED_PRECONDITION:
             # Its first workflow task has not run yet: nothing but the attributes to tell.
+            _check_owner(recommender, owner, proposal_id)
             return _early_view(proposal_id, attrs.get(search.SA_STATUS))
         raise
-    _check_owner(recommender, state.proposal.recommender, proposal_id)
+    if recommender not in {d.recommender for d in state.duplicates}:
+        _check_owner(recommender, state.proposal.recommender, proposal_id)
     return ProposalView.of(state)
 
 

@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from interlock.models import (
     DecisionRecord,
+    Duplicate,
     EvidenceReport,
     ProposalState,
     ProposalStatus,
@@ -18,9 +19,15 @@ class SubmitAnswer(BaseModel):
 
     proposal_id: str
     status: ProposalStatus
-    created: bool = Field(description="False when the proposal was already submitted.")
+    created: bool = Field(
+        description="False when the proposal was already submitted or attached as a duplicate."
+    )
     duplicate_of: str | None = Field(
-        None, description="An open proposal for the same incident this one was attached to."
+        None,
+        description=(
+            "The open proposal for the same problem this one was attached to: follow that one "
+            "(`status` is its status)."
+        ),
     )
     trace_id: str | None = Field(
         None, description="W3C trace id (hex) of the request that started the proposal."
@@ -36,6 +43,8 @@ class ProposalView(BaseModel):
     decisions: list[DecisionRecord] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)
     evidence: EvidenceReport | None = None
+    duplicate_count: int = Field(0, description="Proposals attached to this one as duplicates.")
+    duplicates: list[Duplicate] = Field(default_factory=list)
 
     @classmethod
     def of(cls, state: ProposalState) -> ProposalView:
@@ -46,6 +55,8 @@ class ProposalView(BaseModel):
             decisions=state.decisions,
             reasons=state.reasons,
             evidence=state.evidence,
+            duplicate_count=state.duplicate_count,
+            duplicates=state.duplicates,
         )
 
 

@@ -77,7 +77,7 @@ async def _serve_until_signalled(settings: Settings, api_settings: ApiSettings) 
 def api_command(
     port: Annotated[
         int | None,
-        typer.Option("--api-port", help="Port to listen on [default: INTERLOCK_API_PORT or 8080]."),
+        typer.Option("--api-port", help="Port to listen on (default: INTERLOCK_API_PORT, else 8080)."),
     ] = None,
 ) -> None:
     """Run only the HTTP intake for recommenders against TEMPORAL_ADDRESS."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from interlock.api.connection import ClientFactory
 from interlock.examples import example_proposal
 from interlock.settings import Settings
 from interlock.tokens import TokenStore, intake_db_path
+from tests.conftest import cli_env
 from tests.support import new_id
 
 
@@ -42,6 +44,8 @@ def intake_settings(settings: Settings, home: Path, task_queue: str, **update: A
 def proposal_doc(
     recommender: str = "triage-bot", action: str = "restart_service", **kw: Any
 ) -> dict[str, Any]:
+    # An incident of its own: proposals for one incident would be deduplicated into one.
+    kw.setdefault("incident", new_id("INC"))
     return example_proposal(
         action, proposal_id=kw.pop("proposal_id", new_id("api")), recommender=recommender, **kw
     )
@@ -130,3 +134,21 @@ class TcpRelay:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers -= {writer, up_writer}
+
+
+async def interlock(api: RunningApi, *args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
+    """The real `interlock` command against the test's stack, run without blocking the loop the
+    test's worker runs on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "interlock.cli",
+        *args,
+        env={**cli_env(api.settings, api.settings.task_queue), **env},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

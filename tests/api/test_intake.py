@@ -22,9 +22,7 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from interlock.api import ApiServeError, ApiSettings, create_app, find_open_duplicate, serve
-from interlock.api.duplicates import has_incident_attribute
-from interlock.models import Proposal
+from interlock.api import ApiServeError, ApiSettings, create_app, serve
 from interlock.settings import Settings
 from tests.api.support import (
     RunningApi,
@@ -286,7 +284,8 @@ async def test_over_the_rate_is_429_then_accepted_after_retry_after(
     settings: Settings, task_queue: str, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    async with running_api(intake_settings(settings, home, task_queue), rate="2/second") as api:
+    # 2 per 4 s: slow enough refill that three quick posts on a busy machine still hit the limit.
+    async with running_api(intake_settings(settings, home, task_queue), rate="2/4s") as api:
         token = api.token()
         answers = [await post(api, proposal_doc(), token) for _ in range(3)]
         # Buckets are per recommender: another one is not slowed down.
@@ -349,7 +348,17 @@ async def test_read_and_list_own_proposals(worker_api: RunningApi) -> None:
     assert state["risk"]["tier"] in {"low", "medium", "high", "critical"}
     assert state["evidence"]["ok"] is True
     assert state["decisions"] == []
-    assert set(state) == {"proposal_id", "status", "risk", "decisions", "reasons", "evidence"}
+    assert set(state) == {
+        "proposal_id",
+        "status",
+        "risk",
+        "decisions",
+        "reasons",
+        "evidence",
+        "duplicate_count",
+        "duplicates",
+    }
+    assert (state["duplicate_count"], state["duplicates"]) == (0, [])
     assert mine["proposal_id"] in listed
     assert theirs["proposal_id"] not in listed
     assert "status" in assert_error(bad_status, 422)["details"][0]
@@ -415,7 +424,7 @@ async def test_openapi_documents_the_intake(api: RunningApi) -> None:
     body = post_op["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/Proposal"}
     assert body["example"]["recommender"] == "triage-bot"
-    assert {"200", "201", "401", "403", "409", "413", "422", "429", "503"} <= set(post_op["responses"])
+    assert {"200", "201", "202", "401", "403", "409", "413", "422", "429", "503"} <= set(post_op["responses"])
     assert any(p["name"] == "Idempotency-Key" for p in post_op["parameters"])
     error_ref = {"$ref": "#/components/schemas/ErrorBody"}
     for path, operations in schema["paths"].items():
@@ -478,21 +487,6 @@ async def test_serve_reports_a_taken_port_instead_of_exiting(
         api_settings = ApiSettings(host="127.0.0.1", port=port)
         with pytest.raises(ApiServeError, match=str(port)):
             await serve(intake_settings(settings, home, task_queue), api_settings)
-
-
-async def test_no_duplicate_lookup_without_the_incident_attribute(api: RunningApi, client: Client) -> None:
-    if await has_incident_attribute(client):
-        pytest.skip("InterlockIncident is registered: the lookup is live")
-    first, second = proposal_doc(), proposal_doc()  # same action, service and incident
-    token = api.token()
-    assert (await post(api, first, token)).status_code == 201
-
-    response = await post(api, second, token)
-
-    assert response.status_code == 201
-    assert response.json()["duplicate_of"] is None
-    proposal = Proposal.model_validate(second, strict=False)
-    assert await find_open_duplicate(client, proposal) is None
 
 
 async def test_api_command_serves_until_sigterm_then_drains(tmp_path: Path) -> None:

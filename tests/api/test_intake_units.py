@@ -1,16 +1,19 @@
-"""Pure pieces of the intake: rate parsing, the token bucket, the duplicate query."""
+"""Pure pieces of the intake: rate parsing, the token bucket, the dedup key and its settings."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from interlock.api import ApiSettings, Rate, api_command
-from interlock.api.duplicates import duplicate_query
 from interlock.api.ratelimit import RateLimiter
+from interlock.dedup import claim_id
 from interlock.examples import example_proposal
 from interlock.models import Proposal
+from interlock.policy import PolicyError, default_policy_text, load_policy, parse_policy
 
 
 @pytest.mark.parametrize(
@@ -63,25 +66,50 @@ def test_token_bucket_allows_a_burst_then_refills_per_recommender() -> None:
     assert RateLimiter.retry_after_header(1.2) == "2"
 
 
-def test_duplicate_query_names_action_service_and_incident() -> None:
-    proposal = Proposal.model_validate(example_proposal(), strict=False)
-    query = duplicate_query(proposal, "checkout-api")
-    assert query is not None
-    for part in (
-        "WorkflowType = 'RemediationWorkflow'",
-        "ExecutionStatus = 'Running'",
-        "InterlockAction = 'restart_service'",
-        "InterlockService = 'checkout-api'",
-        "InterlockIncident = 'INC-1234'",
+def test_dedup_key_is_action_canonical_service_environment_and_incident() -> None:
+    policy = load_policy(None)
+    doc = example_proposal(incident="INC-7")
+    by_alias = {**doc, "target": {"service": "CHECKOUT API", "environment": "lab"}}
+    first = Proposal.model_validate(doc, strict=False)
+    second = Proposal.model_validate(by_alias, strict=False)
+
+    key = policy.dedup.key_of(first, "checkout-api")
+
+    assert key == "action=restart_service|service=checkout-api|environment=lab|incident=INC-7"
+    canonical = policy.canonical_service(second.target.service)
+    assert canonical == "checkout-api"
+    assert policy.dedup.key_of(second, canonical) == key
+    assert policy.dedup.key_of(first.model_copy(update={"incident": None}), "checkout-api") is None
+    assert claim_id("tq-a", key) == claim_id("tq-a", key) != claim_id("tq-b", key)
+
+
+def test_dedup_policy_settings_are_validated() -> None:
+    text = default_policy_text()
+    custom = parse_policy(
+        text.replace(
+            "  window: 24h\n  key: [action, service, environment, incident]",
+            "  window: 2h\n  key: [action, service]",
+        )
+    )
+    proposal = Proposal.model_validate(example_proposal(incident=None), strict=False)
+    assert custom.dedup.window == timedelta(hours=2)
+    assert custom.dedup.key_of(proposal, "checkout-api") == "action=restart_service|service=checkout-api"
+
+    for bad, problem in (
+        ("  key: [action, colour]", "dedup.key.1"),
+        ("  key: [action, action]", "named twice"),
+        ("  key: []", "dedup.key"),
+        ("  window: soon", "dedup.window"),
     ):
-        assert part in query
-
-
-def test_duplicate_query_refuses_values_that_could_break_out_of_quotes() -> None:
-    doc = example_proposal()
-    doc["incident"] = "INC-1' OR WorkflowId != '"
-    proposal = Proposal.model_validate(doc, strict=False)
-    assert duplicate_query(proposal, "checkout-api") is None
+        broken = (
+            text.replace("  key: [action, service, environment, incident]", bad)
+            if "key" in bad
+            else (text.replace("  window: 24h", bad))
+        )
+        with pytest.raises(PolicyError, match=problem.replace(".", r"\.")):
+            parse_policy(broken)
+    off = parse_policy(text.replace("dedup:\n", "dedup:\n  enabled: false\n"))
+    assert off.dedup.key_of(Proposal.model_validate(example_proposal(), strict=False), "checkout-api") is None
 
 
 def test_api_command_mounts_with_an_api_port_option() -> None:

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from interlock.client import (
     AuthError,
@@ -21,6 +22,7 @@ from interlock.client import (
     IntakeUnavailable,
     ProposalRefused,
     RecommenderClient,
+    SubmitResult,
 )
 from interlock.models import Proposal
 from interlock.settings import Settings
@@ -61,6 +63,16 @@ def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
     return [s for s in spans if s.name == name]
 
 
+def _ancestors(spans: tuple[ReadableSpan, ...], span: ReadableSpan) -> set[int]:
+    by_id = {s.context.span_id: s for s in spans}
+    found: set[int] = set()
+    parent = span.parent
+    while parent is not None:
+        found.add(parent.span_id)
+        parent = by_id[parent.span_id].parent if parent.span_id in by_id else None
+    return found
+
+
 def built_proposal(recommender: str = "triage-bot") -> Proposal:
     return RecommenderClient.build_proposal(
         proposal_id=new_id("sdk"),
@@ -77,13 +89,23 @@ def built_proposal(recommender: str = "triage-bot") -> Proposal:
 
 
 async def test_round_trip_with_the_intake_span_a_child_of_the_recommenders(
-    settings: Settings, worker: str, tmp_path: Path
+    settings: Settings, worker: str, tmp_path: Path, client: Client
 ) -> None:
     provider, exporter = tracing()
     tracer = provider.get_tracer("triage-bot")
     proposal = built_proposal()
     home = tmp_path / "home"
-    async with running_api(intake_settings(settings, home, worker), tracer_provider=provider) as api:
+
+    async def traced_client() -> Client:
+        # The intake's Temporal client with OpenTelemetry's interceptor, as a traced deployment
+        # has it: the workflow start must happen inside the intake span.
+        config = client.config()
+        config["interceptors"] = [TracingInterceptor(provider.get_tracer("interlock.temporal"))]
+        return Client(**config)
+
+    async with running_api(
+        intake_settings(settings, home, worker), tracer_provider=provider, client_factory=traced_client
+    ) as api:
 
         def recommender() -> tuple[object, dict[str, object], dict[str, object]]:
             with (
@@ -108,6 +130,9 @@ async def test_round_trip_with_the_intake_span_a_child_of_the_recommenders(
     assert intake.attributes is not None
     assert intake.attributes["interlock.proposal_id"] == proposal.proposal_id
     assert intake.attributes["http.response.status_code"] == 201
+    (start,) = by_name(spans, "StartWorkflow:RemediationWorkflow")
+    assert start.context.trace_id == outer.context.trace_id
+    assert start.parent is not None and _ancestors(spans, start) >= {intake.context.span_id}
 
     assert result.trace_id == format(outer.context.trace_id, "032x")  # type: ignore[attr-defined]
     assert result.created is True  # type: ignore[attr-defined]
@@ -220,3 +245,22 @@ def test_build_proposal_makes_a_valid_proposal() -> None:
             confidence=2.0,
             evidence=[],
         )
+
+
+async def test_a_duplicate_is_followed_through_the_open_proposal(api: RunningApi) -> None:
+    incident = new_id("INC")
+    first, second = proposal_doc(incident=incident), proposal_doc("deploy-bot", incident=incident)
+
+    def both() -> tuple[SubmitResult, SubmitResult]:
+        with (
+            RecommenderClient(api.url, api.token()) as triage,
+            RecommenderClient(api.url, api.token("deploy-bot")) as deploy,
+        ):
+            return triage.propose(first), deploy.propose(second)
+
+    opened, attached = await asyncio.to_thread(both)
+
+    assert opened.created is True and opened.follow_id == first["proposal_id"]
+    assert attached.created is False
+    assert attached.proposal_id == second["proposal_id"]
+    assert attached.duplicate_of == attached.follow_id == first["proposal_id"]

@@ -1,7 +1,8 @@
 """Committed histories of an approved, a rejected and a rolled-back proposal replay cleanly.
 
 A change to the workflow that breaks determinism for proposals already in flight fails here.
-Re-record with `INTERLOCK_RECORD_HISTORIES=1 pytest tests/workflows/test_lifecycle.py`.
+Re-record with `INTERLOCK_RECORD_HISTORIES=1 pytest tests/workflows/test_lifecycle.py` (and
+`tests/api/test_dedup.py -k five` for duplicates_attached, a proposal with four duplicates).
 """
 
 from __future__ import annotations
