@@ -151,13 +151,13 @@ class RemediationWorkflow:
             workflow.upsert_search_attributes([SA_RISK_TIER.value_set(self.tier.value)])
         ceiling = self.gov.recommender_max_tier
         if ceiling is not None and self.tier.rank > ceiling.rank:
-            return await self._finish(
-                ProposalStatus.REJECTED_BY_CHECKS,
-                [
-                    f"security: {proposal.recommender} may propose up to {ceiling.value} risk; "
-                    f"this is {self.tier.value}"
-                ],
-            )
+            reasons = [
+                f"security: {proposal.recommender} may propose up to {ceiling.value} risk; "
+                f"this is {self.tier.value}"
+            ]
+            # Above its highest tier is a scope violation too: on record for an auditor.
+            await self._audit(EventKind.SECURITY, data={"ok": False, "reasons": reasons})
+            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, reasons)
 
         await self._audit(EventKind.RISK_ASSESSED, data=self.state.risk.model_dump(mode="json"))
         if not await self._preview():
@@ -261,6 +261,7 @@ class RemediationWorkflow:
                     )
                 )
                 self._notify("escalation", f"Escalated to {group}: {self._headline()}", group)
+                await self._audit(EventKind.ESCALATED, data={"group": group, "missing": self._missing()})
         if self._rejected():
             last = next(d for d in self.state.decisions if d.decision is DecisionKind.REJECT)
             return await self._finish(
