@@ -300,7 +300,10 @@ class RemediationWorkflow:
         if self._active_pauses():
             self._set_status(ProposalStatus.PAUSED, self._pause_note())
             workflow.set_current_details(approval_details(self.state))
+            held_by = [p.model_dump(mode="json") for p in self._active_pauses()]
+            await self._audit(EventKind.PAUSED, data={"pauses": held_by})
             await workflow.wait_condition(lambda: not self._active_pauses())
+            await self._audit(EventKind.RESUMED, data={"pauses": held_by})
             return "resumed"
         return None
 

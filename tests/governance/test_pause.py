@@ -8,10 +8,12 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 
+from interlock.audit import open_store
 from interlock.lab import Lab
 from interlock.models import ProposalStatus
 from interlock.settings import Settings
@@ -20,7 +22,7 @@ from tests.governance.support import wait_for
 from tests.support import approve, final, make_proposal, propose
 from worker.main import build_worker
 
-INTERLOCK = str(__import__("pathlib").Path(sys.executable).parent / "interlock")
+INTERLOCK = str(Path(sys.executable).parent / "interlock")
 
 
 async def interlock(s: Settings, task_queue: str, *args: str) -> str:
@@ -64,8 +66,9 @@ async def test_pause_holds_an_approved_proposal_until_resumed(
 
         result = await approve(client, proposal.proposal_id)
         assert result.status is ProposalStatus.PAUSED
-        listed = json.loads(await interlock(s, task_queue, "pause", "--list", "--json"))
-        assert [p["reason"] for p in listed] == ["incident 42"]
+        if scope == ["--all"]:
+            listed = json.loads(await interlock(s, task_queue, "pause", "--list", "--json"))
+            assert [(p["scope"]["all"], p["reason"]) for p in listed] == [(True, "incident 42")]
 
         # Resuming some other scope releases nothing.
         await interlock(s, task_queue, "resume", *other)
@@ -83,4 +86,9 @@ async def test_pause_holds_an_approved_proposal_until_resumed(
     assert fresh_lab.status()["services"]["checkout-api"]["pid"] != before
     statuses = [e.status for e in done.timeline]
     assert statuses.index(ProposalStatus.PAUSED) < statuses.index(ProposalStatus.EXECUTING)
-    assert json.loads(await interlock(s, task_queue, "pause", "--list", "--json")) == []
+    store = open_store(s)
+    try:
+        kinds = [e.kind for e in store.timeline(proposal.proposal_id)]
+    finally:
+        store.close()
+    assert kinds.index("paused") < kinds.index("resumed") < kinds.index("execution_started")
