@@ -229,6 +229,8 @@ class RemediationWorkflow:
         self, deadline_escalate: datetime, deadline_expire: datetime
     ) -> ProposalState | None:
         """Wait for quorum or a rejection, escalating at T1 and expiring at T2."""
+        if self._rejected():  # rejected while paused
+            return await self._finish_rejected()
         if self._quorum_met():
             return None
         self._set_status(ProposalStatus.AWAITING_APPROVAL)
@@ -263,12 +265,13 @@ class RemediationWorkflow:
                 self._notify("escalation", f"Escalated to {group}: {self._headline()}", group)
                 await self._audit(EventKind.ESCALATED, data={"group": group, "missing": self._missing()})
         if self._rejected():
-            last = next(d for d in self.state.decisions if d.decision is DecisionKind.REJECT)
-            return await self._finish(
-                ProposalStatus.REJECTED, [f"rejected by {last.approver}: {last.reason}"]
-            )
+            return await self._finish_rejected()
         self.state.waiting_for = None
         return None
+
+    async def _finish_rejected(self) -> ProposalState:
+        last = next(d for d in self._current_decisions() if d.decision is DecisionKind.REJECT)
+        return await self._finish(ProposalStatus.REJECTED, [f"rejected by {last.approver}: {last.reason}"])
 
     async def _recheck_before_execution(self) -> str | None:
         """None when execution may start; otherwise why it is held (and wait it out)."""
@@ -302,8 +305,10 @@ class RemediationWorkflow:
             workflow.set_current_details(approval_details(self.state))
             held_by = [p.model_dump(mode="json") for p in self._active_pauses()]
             await self._audit(EventKind.PAUSED, data={"pauses": held_by})
-            await workflow.wait_condition(lambda: not self._active_pauses())
-            await self._audit(EventKind.RESUMED, data={"pauses": held_by})
+            # Held, but still open to a rejection (the Update validator lets one through).
+            await workflow.wait_condition(lambda: not self._active_pauses() or self._rejected())
+            if not self._rejected():
+                await self._audit(EventKind.RESUMED, data={"pauses": held_by})
             return "resumed"
         return None
 
@@ -585,7 +590,10 @@ class RemediationWorkflow:
     def _validate(self, kind: DecisionKind, inp: DecisionInput) -> None:
         # Validators refuse before anything is written to history.
         state = self._state
-        if state is None or state.status is not ProposalStatus.AWAITING_APPROVAL:
+        paused_reject = kind is DecisionKind.REJECT and state is not None and (
+            state.status is ProposalStatus.PAUSED
+        )
+        if state is None or (state.status is not ProposalStatus.AWAITING_APPROVAL and not paused_reject):
             current = state.status.value if state else "starting"
             raise ValueError(f"proposal is {current}, not awaiting_approval")
         gov = self.gov
@@ -649,7 +657,11 @@ class RemediationWorkflow:
         )
         if kind is DecisionKind.REJECT or self._quorum_met():
             # Answer once the workflow has acted on the decision, so the caller sees its effect.
-            await workflow.wait_condition(lambda: self.state.status is not ProposalStatus.AWAITING_APPROVAL)
+            await workflow.wait_condition(
+                lambda: self.state.status.is_final
+                if kind is DecisionKind.REJECT
+                else self.state.status is not ProposalStatus.AWAITING_APPROVAL
+            )
         else:
             self.state.waiting_for = self._missing()
         return DecisionResult(

@@ -15,7 +15,8 @@ from temporalio.client import Client
 
 from interlock.audit import open_store
 from interlock.lab import Lab
-from interlock.models import ProposalStatus
+from interlock.models import DecisionInput, ProposalStatus
+from interlock.proposals import DecisionRefused, decide
 from interlock.settings import Settings
 from tests.conftest import cli_env
 from tests.governance.support import wait_for
@@ -92,3 +93,27 @@ async def test_pause_holds_an_approved_proposal_until_resumed(
     finally:
         store.close()
     assert kinds.index("paused") < kinds.index("resumed") < kinds.index("execution_started")
+
+
+async def test_a_paused_proposal_can_still_be_rejected(
+    client: Client, governed: Callable[..., Settings], task_queue: str, fresh_lab: Lab
+) -> None:
+    s = governed()
+    before = fresh_lab.status()["services"]
+    proposal = make_proposal(s, "restart_service")
+    async with build_worker(client, s, task_queue):
+        await propose(client, s, task_queue, proposal)
+        await interlock(s, task_queue, "pause", "--service", "checkout-api", "--reason", "incident 43")
+        assert (await approve(client, proposal.proposal_id)).status is ProposalStatus.PAUSED
+        with pytest.raises(DecisionRefused, match="proposal is paused, not awaiting_approval"):
+            await approve(client, proposal.proposal_id, approver="carol")
+        result = await decide(
+            client, proposal.proposal_id, "reject",
+            DecisionInput(approver="bob", reason="the incident changed the picture"),
+        )
+        assert result.status is ProposalStatus.REJECTED
+        done = await final(client, proposal.proposal_id)
+
+    assert done.status is ProposalStatus.REJECTED and done.execution is None
+    assert done.reasons == ["rejected by bob: the incident changed the picture"]
+    assert fresh_lab.status()["services"] == before

@@ -68,4 +68,5 @@ async def test_proposal_outside_the_recommenders_scope_is_refused_and_recorded(
         security = {e.proposal_id for e in store.events() if e.kind == "security"}
     finally:
         store.close()
-    assert {wrong_action.proposal_id, wrong_service.proposal_id, unknown_bot.proposal_id} <= security
+    assert {p.proposal_id for p in (wrong_action, wrong_service, unknown_bot, too_risky)} <= security
+    assert in_scope.proposal_id not in security
