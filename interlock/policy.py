@@ -28,7 +28,7 @@ from pydantic import (
 
 from interlock.models import SAFE_NAME, Proposal, RiskTier, Stage
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -292,6 +292,88 @@ class Notifier(_Model):
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
+class PolicyReferenceErrors(ValueError):
+    """Every cross-reference problem of a policy at once, one 'path: reason' line each."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _names(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def reference_errors(doc: Any) -> list[str]:
+    """Names in a policy document that point at nothing, as 'path: reason' lines.
+
+    Works on the raw YAML as well as on a validated policy's dump, so a file with broken
+    fields still has all its unknown groups, sources and actions reported in the same run.
+    """
+    doc = _mapping(doc)
+    errors: list[str] = []
+    groups = set(_names(doc.get("groups")))
+    environments = set(_mapping(doc.get("environments", {"lab": {}})))
+    sources = set(_mapping(doc.get("sources")))
+    actions = _mapping(doc.get("actions"))
+    services = _mapping(doc.get("services"))
+
+    def group(path: str, value: Any) -> None:
+        if isinstance(value, str) and value not in groups:
+            errors.append(f"{path}: unknown group {value!r}")
+
+    for name, svc in services.items():
+        svc = _mapping(svc)
+        group(f"services.{name}.owner", svc.get("owner"))
+        for env in _names(svc.get("environments", ["lab"])):
+            if env not in environments:
+                errors.append(f"services.{name}.environments: unknown environment {env!r}")
+    for name, action in actions.items():
+        action = _mapping(action)
+        group(f"actions.{name}.owner", action.get("owner"))
+        for src in _mapping(action.get("evidence_sources")):
+            if src not in sources:
+                errors.append(f"actions.{name}.evidence_sources: unknown source {src!r}")
+    for name, approver in _mapping(doc.get("roster")).items():
+        for g in _names(_mapping(approver).get("groups")):
+            group(f"roster.{name}.groups", g)
+    for tier, rule in _mapping(doc.get("approval_rules")).items():
+        rule = _mapping(rule)
+        for g in _names(rule.get("groups")):
+            group(f"approval_rules.{tier}.groups", g)
+        for key in ("require_group", "escalation_group"):
+            group(f"approval_rules.{tier}.{key}", rule.get(key))
+    for name, scope in _mapping(doc.get("recommenders")).items():
+        scope = _mapping(scope)
+        for action_name in _names(scope.get("actions")):
+            if action_name != "*" and action_name not in actions:
+                errors.append(f"recommenders.{name}.actions: unknown action {action_name!r}")
+        for svc_name in _names(scope.get("services")):
+            if svc_name != "*" and svc_name not in services:
+                errors.append(f"recommenders.{name}.services: unknown service {svc_name!r}")
+    for i, rule in enumerate(_list(doc.get("modes"))):
+        action_name = _mapping(rule).get("action", "*")
+        if isinstance(action_name, str) and action_name != "*" and action_name not in actions:
+            errors.append(f"modes.{i}.action: unknown action {action_name!r}")
+    for i, freeze in enumerate(_list(doc.get("freezes"))):
+        for env in _names(_mapping(freeze).get("environments")):
+            if env != "*" and env not in environments:
+                errors.append(f"freezes.{i}.environments: unknown environment {env!r}")
+        for action_name in _names(_mapping(freeze).get("actions")):
+            if action_name != "*" and action_name not in actions:
+                errors.append(f"freezes.{i}.actions: unknown action {action_name!r}")
+    group("emergency_group", doc.get("emergency_group", "emergency"))
+    return errors
+
+
 def default_rules() -> dict[RiskTier, ApprovalRule]:
     return {
         RiskTier.LOW: ApprovalRule(approvals=1, unsigned_allowed=True),
@@ -324,28 +406,8 @@ class Policy(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
-        errors: list[str] = []
-        known_groups = set(self.groups)
-        for name, svc in self.services.items():
-            if svc.owner not in known_groups:
-                errors.append(f"services.{name}.owner: unknown group {svc.owner!r}")
-            for env in svc.environments:
-                if env not in self.environments:
-                    errors.append(f"services.{name}.environments: unknown environment {env!r}")
-        for name, action in self.actions.items():
-            if action.owner not in known_groups:
-                errors.append(f"actions.{name}.owner: unknown group {action.owner!r}")
-            for src in action.evidence_sources:
-                if src not in self.sources:
-                    errors.append(f"actions.{name}.evidence_sources: unknown source {src!r}")
-        for name, approver in self.roster.items():
-            for group in approver.groups:
-                if group not in known_groups:
-                    errors.append(f"roster.{name}.groups: unknown group {group!r}")
+        errors = reference_errors(self.model_dump(mode="json", exclude={"digest"}))
         for tier, rule in self.approval_rules.items():
-            for group in [*(rule.groups or []), rule.require_group, rule.escalation_group]:
-                if group is not None and group not in known_groups:
-                    errors.append(f"approval_rules.{tier.value}: unknown group {group!r}")
             if rule.escalate_after >= rule.expire_after:
                 errors.append(
                     f"approval_rules.{tier.value}.escalate_after: must be before expire_after"
@@ -353,18 +415,6 @@ class Policy(_Model):
         for tier in RiskTier:
             if tier not in self.approval_rules:
                 errors.append(f"approval_rules.{tier.value}: missing")
-        for name, scope in self.recommenders.items():
-            for action_name in scope.actions:
-                if action_name != "*" and action_name not in self.actions:
-                    errors.append(f"recommenders.{name}.actions: unknown action {action_name!r}")
-            for svc_name in scope.services:
-                if svc_name != "*" and svc_name not in self.services:
-                    errors.append(f"recommenders.{name}.services: unknown service {svc_name!r}")
-        for i, rule in enumerate(self.modes):
-            if rule.action != "*" and rule.action not in self.actions:
-                errors.append(f"modes.{i}.action: unknown action {rule.action!r}")
-        if self.emergency_group not in known_groups:
-            errors.append(f"emergency_group: unknown group {self.emergency_group!r}")
         aliases: dict[str, str] = {}
         for name, svc in self.services.items():
             for alias in [name, *svc.aliases]:
@@ -372,7 +422,7 @@ class Policy(_Model):
                 if aliases.setdefault(key, name) != name:
                     errors.append(f"services.{name}.aliases: {alias!r} also names {aliases[key]!r}")
         if errors:
-            raise ValueError("; ".join(errors))
+            raise PolicyReferenceErrors(errors)
         return self
 
     @property
@@ -493,7 +543,11 @@ def parse_policy(text: str, path: Path | str = "<policy>") -> Policy:
     try:
         policy = Policy.model_validate(raw)
     except ValidationError as exc:
-        raise PolicyError(path, format_validation_errors(exc)) from exc
+        errors = format_validation_errors(exc)
+        # Field errors stop pydantic before the cross-reference check: run it on the raw
+        # document so one `policy check` reports every problem, not the first kind only.
+        errors += [e for e in reference_errors(raw) if e not in errors]
+        raise PolicyError(path, errors) from exc
     return policy.model_copy(update={"digest": hashlib.sha256(text.encode()).hexdigest()})
 
 
@@ -510,6 +564,10 @@ def load_policy(path: Path | None) -> Policy:
 def format_validation_errors(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors():
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, PolicyReferenceErrors):
+            lines += cause.errors  # each line already starts with its path
+            continue
         loc = ".".join(str(p) for p in err["loc"]) or "(document)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":

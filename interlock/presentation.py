@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from interlock.models import PlaybookResult, ProposalState, ProposalStatus
+from interlock.models import DecisionRecord, PlaybookResult, ProposalState, ProposalStatus
 
 
 def approval_details(state: ProposalState) -> str:
@@ -46,7 +46,11 @@ def approval_details(state: ProposalState) -> str:
             lines.append(f"- and {state.duplicate_count - len(state.duplicates)} more")
     if state.decisions:
         lines += ["", "### Decisions"]
-        lines += [f"- {d.decision.value} by {d.approver}: {d.reason}" for d in state.decisions]
+        lines += [
+            f"- {d.decision.value} by {d.approver} ({decision_mark(d)}): {d.reason}"
+            for d in state.decisions
+        ]
+    lines += governance_lines(state)
     if state.status is ProposalStatus.AWAITING_APPROVAL:
         pid = p.proposal_id
         example = json.dumps({"approver": "alice", "reason": "evidence checked"})
@@ -60,6 +64,28 @@ def approval_details(state: ProposalState) -> str:
     if state.reasons:
         lines += ["", "### Outcome", *[f"- {r}" for r in state.reasons]]
     return "\n".join(lines)
+
+
+def decision_mark(d: DecisionRecord) -> str:
+    """How a decision was made; an unsigned one says so wherever it is shown."""
+    if not d.human:
+        return "automatic, by policy"
+    return "signed" if d.signed else "UNSIGNED"
+
+
+def governance_lines(state: ProposalState) -> list[str]:
+    lines = []
+    if state.mode != "approve":
+        lines.append(f"**Mode:** {state.mode}")
+    if state.freezes:
+        lines.append(f"**Freeze in force:** {', '.join(state.freezes)}")
+    for pause in state.pauses:
+        lines.append(f"**Paused** ({pause.scope.describe()}) by {pause.by}: {pause.reason}")
+    if state.escalated:
+        lines.append("**Escalated:** no quorum before the escalation deadline")
+    if state.waiting_for:
+        lines.append(f"**Waiting for:** {state.waiting_for}")
+    return ["", *lines] if lines else []
 
 
 def preview_lines(result: PlaybookResult) -> list[str]:

@@ -86,14 +86,18 @@ async def wait_for_intake(api: ApiSettings, serving: asyncio.Task[None]) -> None
     raise TimeoutError(f"the intake did not listen on {api.host}:{api.port} within 10s")
 
 
-def prepare_home(settings: Settings) -> None:
+def prepare_home(settings: Settings, ui_port: int = 8233) -> None:
     home = settings.home_dir
     home.mkdir(parents=True, exist_ok=True)
     local_policy = home / "policy.yaml"
     if settings.policy_file is None and not local_policy.exists():
         # A copy the team can edit; the packaged default stays pristine. The embedded roster
         # gets dev keys so `interlock approve --as alice` can sign out of the box.
-        local_policy.write_text(default_policy_text())
+        # Notification links point at this stack's Web UI.
+        text = default_policy_text().replace(
+            'ui_base_url: "http://localhost:8233"', f'ui_base_url: "http://localhost:{ui_port}"'
+        )
+        local_policy.write_text(text)
         ensure_dev_keys(local_policy, home / "keys")
 
 
@@ -117,7 +121,7 @@ async def run_stack(
         filename=str(settings.home_dir / "interlock.log") if settings.home_dir.exists() else None,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    prepare_home(settings)
+    prepare_home(settings, ui_port)
     home = settings.home_dir
     server: subprocess.Popen[bytes] | None = None
     lab = Lab(settings.lab_dir)

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.ansible import PlaybookRunner
 from activities.audit import AuditRecorder
@@ -30,6 +31,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[RemediationWorkflow, DedupClaimWorkflow],
+        workflow_runner=workflow_runner(),
         activities=[
             checks.check_proposal,
             playbooks.run_playbook,
@@ -41,6 +43,16 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         # the cheap activities around them.
         max_concurrent_activities=settings.max_concurrent_playbooks + 8,
         graceful_shutdown_timeout=timedelta(seconds=30),
+    )
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    # The approval validator checks Ed25519 signatures. cryptography's Rust core imports
+    # `cryptography.exceptions` lazily when a signature is bad; inside the sandbox that import
+    # is refused and the panic kills the worker. Passing the package through makes a forged
+    # token an ordinary refusal.
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography")
     )
 
 

@@ -158,13 +158,13 @@ class RemediationWorkflow:
             workflow.upsert_search_attributes([SA_RISK_TIER.value_set(self.tier.value)])
         ceiling = self.gov.recommender_max_tier
         if ceiling is not None and self.tier.rank > ceiling.rank:
-            return await self._finish(
-                ProposalStatus.REJECTED_BY_CHECKS,
-                [
-                    f"security: {proposal.recommender} may propose up to {ceiling.value} risk; "
-                    f"this is {self.tier.value}"
-                ],
-            )
+            reasons = [
+                f"security: {proposal.recommender} may propose up to {ceiling.value} risk; "
+                f"this is {self.tier.value}"
+            ]
+            # Above its highest tier is a scope violation too: on record for an auditor.
+            await self._audit(EventKind.SECURITY, data={"ok": False, "reasons": reasons})
+            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, reasons)
 
         await self._audit(EventKind.RISK_ASSESSED, data=self.state.risk.model_dump(mode="json"))
         if not await self._preview():
@@ -236,6 +236,8 @@ class RemediationWorkflow:
         self, deadline_escalate: datetime, deadline_expire: datetime
     ) -> ProposalState | None:
         """Wait for quorum or a rejection, escalating at T1 and expiring at T2."""
+        if self._rejected():  # rejected while paused
+            return await self._finish_rejected()
         if self._quorum_met():
             return None
         self._set_status(ProposalStatus.AWAITING_APPROVAL)
@@ -268,13 +270,15 @@ class RemediationWorkflow:
                     )
                 )
                 self._notify("escalation", f"Escalated to {group}: {self._headline()}", group)
+                await self._audit(EventKind.ESCALATED, data={"group": group, "missing": self._missing()})
         if self._rejected():
-            last = next(d for d in self.state.decisions if d.decision is DecisionKind.REJECT)
-            return await self._finish(
-                ProposalStatus.REJECTED, [f"rejected by {last.approver}: {last.reason}"]
-            )
+            return await self._finish_rejected()
         self.state.waiting_for = None
         return None
+
+    async def _finish_rejected(self) -> ProposalState:
+        last = next(d for d in self._current_decisions() if d.decision is DecisionKind.REJECT)
+        return await self._finish(ProposalStatus.REJECTED, [f"rejected by {last.approver}: {last.reason}"])
 
     async def _recheck_before_execution(self) -> str | None:
         """None when execution may start; otherwise why it is held (and wait it out)."""
@@ -306,7 +310,12 @@ class RemediationWorkflow:
         if self._active_pauses():
             self._set_status(ProposalStatus.PAUSED, self._pause_note())
             workflow.set_current_details(approval_details(self.state))
-            await workflow.wait_condition(lambda: not self._active_pauses())
+            held_by = [p.model_dump(mode="json") for p in self._active_pauses()]
+            await self._audit(EventKind.PAUSED, data={"pauses": held_by})
+            # Held, but still open to a rejection (the Update validator lets one through).
+            await workflow.wait_condition(lambda: not self._active_pauses() or self._rejected())
+            if not self._rejected():
+                await self._audit(EventKind.RESUMED, data={"pauses": held_by})
             return "resumed"
         return None
 
@@ -627,7 +636,10 @@ class RemediationWorkflow:
     def _validate(self, kind: DecisionKind, inp: DecisionInput) -> None:
         # Validators refuse before anything is written to history.
         state = self._state
-        if state is None or state.status is not ProposalStatus.AWAITING_APPROVAL:
+        paused_reject = kind is DecisionKind.REJECT and state is not None and (
+            state.status is ProposalStatus.PAUSED
+        )
+        if state is None or (state.status is not ProposalStatus.AWAITING_APPROVAL and not paused_reject):
             current = state.status.value if state else "starting"
             raise ValueError(f"proposal is {current}, not awaiting_approval")
         gov = self.gov
@@ -691,7 +703,11 @@ class RemediationWorkflow:
         )
         if kind is DecisionKind.REJECT or self._quorum_met():
             # Answer once the workflow has acted on the decision, so the caller sees its effect.
-            await workflow.wait_condition(lambda: self.state.status is not ProposalStatus.AWAITING_APPROVAL)
+            await workflow.wait_condition(
+                lambda: self.state.status.is_final
+                if kind is DecisionKind.REJECT
+                else self.state.status is not ProposalStatus.AWAITING_APPROVAL
+            )
         else:
             self.state.waiting_for = self._missing()
         return DecisionResult(

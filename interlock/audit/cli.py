@@ -104,7 +104,7 @@ def _summary(event: AuditEvent) -> str:
     data = event.data or {}
     if event.kind == "decision":
         who = "person" if data.get("human") else "policy"
-        signed = ", signed" if data.get("signed") else ""
+        signed = ", signed" if data.get("signed") else (", UNSIGNED" if data.get("human") else "")
         reason = f": {data['reason']}" if data.get("reason") else ""
         return f"{data.get('decision')} by {data.get('approver')} ({who}{signed}){reason}"
     if event.kind == "execution_finished":
