@@ -41,6 +41,7 @@ async def main(noop: bool, record: Path | None) -> None:
 
             run_playbook = recorded
     worker = build_worker(client, settings, run_playbook=run_playbook)
+    logging.getLogger("bench.worker").info("worker polling task queue %s", settings.task_queue)
     await worker.run()
 
 
@@ -49,5 +50,5 @@ if __name__ == "__main__":
     parser.add_argument("--noop-playbooks", action="store_true", help="no-op stand-in for Ansible")
     parser.add_argument("--record", type=Path, help="append execution start times here")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(main(args.noop_playbooks, args.record))
