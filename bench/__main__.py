@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Awaitable
 from dataclasses import fields
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -44,6 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--server-db",
         action="store_true",
         help="dev server persists to SQLite (--db-filename) instead of memory",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile each benchmark with pyinstrument (pip install '.[bench]') into bench/profiles/NAME.txt",
     )
     parser.add_argument("--note", default="", help="a line for the results' header (e.g. machine load)")
     for f in fields(Sizes):
@@ -149,6 +155,22 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+async def profiled(name: str, work: Awaitable[list[Figure]], on: bool, folder: Path) -> list[Figure]:
+    """Run one benchmark, under pyinstrument when asked (the in-process worker is profiled too)."""
+    if not on:
+        return await work
+    from pyinstrument import Profiler
+
+    profiler = Profiler(async_mode="disabled")
+    profiler.start()
+    try:
+        return await work
+    finally:
+        profiler.stop()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.txt").write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
 async def run(args: argparse.Namespace) -> int:
     sizes = sizes_from(args)
     names = args.only or list(BENCHMARKS)
@@ -177,7 +199,7 @@ async def run(args: argparse.Namespace) -> int:
             log.info("running %s", name)
             t = time.perf_counter()
             try:
-                got = await BENCHMARKS[name](ctx)
+                got = await profiled(name, BENCHMARKS[name](ctx), args.profile, args.out.parent / "profiles")
             except Exception as exc:
                 log.error("%s failed:\n%s", name, traceback.format_exc())
                 failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
