@@ -35,6 +35,25 @@ log = logging.getLogger("bench")
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 
 
+ROUND_TRIPS = """## Why each round trip is there
+
+Counted from each history (workflow tasks completed / activities scheduled / timers / Updates).
+For `completed`: `check_proposal` (policy and evidence, 1); the audit trail, 9 `record_audit_event`
+activities (submitted, evidence_checked, risk_assessed, preview, decision, execution_started,
+execution_finished, verification, final), each awaited on its own because the workflow fails
+closed: nothing goes on until the event is stored; 3 playbooks (preview in check mode, execute,
+verify); `precheck_execution` (the plan on disk, freezes and pauses just before running); 2
+notifications (awaiting_approval, outcome), started in the background and not awaited one by one.
+The timer is the approval deadline (escalation and expiry), the Update the approval. Every awaited
+activity costs one workflow task, plus the first task and the Update's. `rolled_back` adds the
+rollback and its verification (2 playbooks, 1 audit event); `rejected` stops after the decision;
+`expired` after the timer; `rejected_by_checks` after the checks, with no timer or Update.
+Fewer is possible: the audit events written back to back (submitted + evidence_checked,
+decision + execution_started, verification + final) could be one activity each, which would save
+3 activities and 3 workflow tasks for a completed proposal, at the price of one audit write
+covering several events."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run each: checks they work")
@@ -148,6 +167,8 @@ def render(
         for f in notes:
             parts = [p for p in (f"baseline: {f.baseline_label}" if f.baseline_label else "", f.note) if p]
             lines.append(f"- {f.benchmark}, {f.metric}: {'; '.join(parts)}")
+    if any(f.benchmark == "round trips" for f in figures):
+        lines += ["", ROUND_TRIPS, ""]
     if failures:
         lines += ["", "## Benchmarks that did not finish", ""]
         for name, why in failures.items():

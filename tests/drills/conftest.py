@@ -19,7 +19,7 @@ from interlock.lab import Lab
 from interlock.settings import Settings
 
 # How many proposals wait for approval during a kill drill; bench runs the drills larger.
-PROPOSALS = int(os.environ.get("INTERLOCK_DRILL_PROPOSALS", "20"))
+PROPOSALS = int(os.environ.get("INTERLOCK_DRILL_PROPOSALS", "12"))
 # How many of them are approved, so their playbooks run when the kill comes.
 RUNNING = min(4, int(os.environ.get("INTERLOCK_DRILL_RUNNING", "4")))
 

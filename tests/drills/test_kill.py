@@ -33,6 +33,10 @@ from tests.drills.support import (
     wait_for,
 )
 
+# Each proposal here runs real Ansible (a check-mode preview, and for some execute and verify):
+# about a minute on a quiet 2-core machine, several under load, beyond the suite's 300 s default.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.mark.parametrize("victim", ["server", "worker"])
 async def test_kill_under_load_loses_nothing_and_runs_nothing_twice(
