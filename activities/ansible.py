@@ -117,9 +117,12 @@ class PlaybookRunner:
                 suppress_env_files=True,
             )
 
-        async with self._slots:
+        await self._acquire_slot(run.stage)
+        try:
             log.info("running %s (%s) for %s", playbook, run.stage.value, run.proposal_id)
             runner = await self._run_heartbeating(execute, cancelled, run.stage)
+        finally:
+            self._slots.release()
         tasks, facts = parse_events(runner.events)
         status = str(runner.status)
         return PlaybookResult(
@@ -135,6 +138,22 @@ class PlaybookRunner:
             error=None if status == "successful" else first_failure(tasks, status),
             playbooks_digest=digest,
         )
+
+    async def _acquire_slot(self, stage: Stage) -> None:
+        # Heartbeat while queued for a slot too: when more playbooks are due than there are slots
+        # (a worker restarted with several retried executions), a silent wait would time out.
+        waiter = asyncio.ensure_future(self._slots.acquire())
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiter}, timeout=HEARTBEAT_SECONDS)
+                if done:
+                    return
+                activity.heartbeat(f"{stage.value}: waiting for a playbook slot")
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._slots.release()
+            waiter.cancel()
+            raise
 
     async def _run_heartbeating(
         self, execute: Any, cancelled: threading.Event, stage: Stage

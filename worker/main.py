@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -21,7 +23,19 @@ from workflows.remediation import RemediationWorkflow
 log = logging.getLogger(__name__)
 
 
-def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
+def build_worker(
+    client: Client,
+    settings: Settings,
+    task_queue: str | None = None,
+    *,
+    run_playbook: Callable[..., Any] | None = None,
+    **worker_options: Any,
+) -> Worker:
+    """The production worker; `run_playbook` swaps in a stand-in for the Ansible activity.
+
+    Only the benchmarks use it (bench/noop.py, a labelled no-op of the same name and shape),
+    to measure the engine without Ansible; `worker_options` go to temporalio's Worker.
+    """
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     checks = ProposalChecks(settings)
     playbooks = PlaybookRunner(settings)
@@ -34,7 +48,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         workflow_runner=workflow_runner(),
         activities=[
             checks.check_proposal,
-            playbooks.run_playbook,
+            run_playbook or playbooks.run_playbook,
             gate.precheck,
             gate.notify,
             audit.record_event,
@@ -43,6 +57,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         # the cheap activities around them.
         max_concurrent_activities=settings.max_concurrent_playbooks + 8,
         graceful_shutdown_timeout=timedelta(seconds=30),
+        **worker_options,
     )
 
 

@@ -1,0 +1,1 @@
+"""Interlock benchmarks against the floor (bare Temporal, plain Ansible); see docs/bench.md."""

