@@ -7,8 +7,9 @@ the CLI.
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from interlock.models import PlaybookResult, ProposalState, ProposalStatus
+from interlock.models import EvidenceReport, PlaybookResult, ProposalState, ProposalStatus
 
 
 def approval_details(state: ProposalState) -> str:
@@ -26,11 +27,13 @@ def approval_details(state: ProposalState) -> str:
         lines.append(f"**Parameters:** {params}")
     if state.policy_version:
         lines.append(f"**Policy:** {state.policy_version}")
-    if state.evidence:
-        lines += ["", "### Evidence"]
-        for item in state.evidence.items:
-            mark = "confirmed" if item.ok else "NOT confirmed"
-            lines.append(f"- {item.source} `{item.ref}`: {mark} ({item.reason})")
+    for title, report in (
+        ("Evidence (confirmed at the source)", state.evidence),
+        ("Evidence re-checked before execution", state.evidence_recheck),
+        ("Evidence after execution (must have cleared)", state.evidence_after),
+    ):
+        if report:
+            lines += ["", f"### {title}", *evidence_lines(report)]
     if state.risk:
         lines += ["", f"### Risk {state.risk.score}/100 ({state.risk.tier.value})"]
         lines += [f"- {f.name} +{f.contribution}: {f.detail}" for f in state.risk.factors]
@@ -52,6 +55,33 @@ def approval_details(state: ProposalState) -> str:
     if state.reasons:
         lines += ["", "### Outcome", *[f"- {r}" for r in state.reasons]]
     return "\n".join(lines)
+
+
+def evidence_lines(report: EvidenceReport) -> list[str]:
+    """One line per item: confirmed or not, why, and what the source said."""
+    lines = []
+    for item in report.items:
+        if item.fetched:
+            mark = "confirmed" if item.ok else "unconfirmed"
+            if not item.ok and item.supports:
+                mark = "still holds"
+        else:
+            mark = "unconfirmed (not fetched)"
+        age = f", observed {item.age_seconds:.0f}s before the check" if item.age_seconds is not None else ""
+        tries = f", {item.attempts} attempts" if item.attempts > 1 else ""
+        lines.append(f"- {mark}: {item.source} `{item.ref}`{age}{tries}")
+        lines.append(f"  - {'source said' if item.fetched else 'why'}: {item.reason}")
+        if item.observed:
+            said = json.dumps(_said(item.observed), separators=(", ", ": "), default=str)
+            lines.append(f"  - answer: `{said if len(said) <= 300 else said[:297] + '...'}`")
+    return lines
+
+
+def _said(observed: dict[str, Any]) -> dict[str, Any]:
+    # The parts of a source's answer a person reads; the whole (trimmed) answer is in --json.
+    keep = ("status_code", "body", "alerts", "samples", "changes", "answer")
+    shown = {k: observed[k] for k in keep if k in observed}
+    return shown or observed
 
 
 def preview_lines(result: PlaybookResult) -> list[str]:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-    checks = ProposalChecks(settings)
+    checks = ProposalChecks(settings, client)
     playbooks = PlaybookRunner(settings)
     gate = GateActivities(settings)
     audit = AuditRecorder(settings)
@@ -31,6 +31,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         workflows=[RemediationWorkflow],
         activities=[
             checks.check_proposal,
+            checks.recheck_evidence,
             playbooks.run_playbook,
             gate.precheck,
             gate.notify,

@@ -30,9 +30,9 @@ async def check_replays(client: Client, workflow_id: str, name: str) -> None:
 
 
 async def test_restart_approved_completes_with_new_pid(
-    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+    client: Client, settings: Settings, worker: str, alerting_lab: Lab
 ) -> None:
-    before = fresh_lab.status()["services"]["checkout-api"]
+    before = alerting_lab.status()["services"]["checkout-api"]
     proposal = make_proposal(settings, "restart_service")
 
     state = await propose(client, settings, worker, proposal)
@@ -41,14 +41,13 @@ async def test_restart_approved_completes_with_new_pid(
     assert state.preview is not None and state.preview.ok
     assert state.preview.changed_tasks, "the preview must show the restart it would do"
     # Preview is check mode: nothing changed yet.
-    assert fresh_lab.status()["services"]["checkout-api"]["pid"] == before["pid"]
+    assert alerting_lab.status()["services"]["checkout-api"]["pid"] == before["pid"]
 
     result = await approve(client, proposal.proposal_id)
     assert result.status is ProposalStatus.EXECUTING
     done = await final(client, proposal.proposal_id)
-
     assert done.status is ProposalStatus.COMPLETED, done.reasons
-    after = fresh_lab.status()["services"]["checkout-api"]
+    after = alerting_lab.status()["services"]["checkout-api"]
     assert after["healthy"] and after["pid"] != before["pid"]
     assert done.execution is not None and done.execution.tasks
     assert [d.approver for d in done.decisions] == ["alice"]
@@ -56,7 +55,7 @@ async def test_restart_approved_completes_with_new_pid(
 
 
 async def test_rollback_deployment_to_v1_moves_symlink(
-    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+    client: Client, settings: Settings, worker: str, alerting_lab: Lab
 ) -> None:
     proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v1"})
     await propose(client, settings, worker, proposal)
@@ -64,15 +63,15 @@ async def test_rollback_deployment_to_v1_moves_symlink(
     done = await final(client, proposal.proposal_id)
 
     assert done.status is ProposalStatus.COMPLETED, done.reasons
-    current = fresh_lab.root / "services" / "checkout-api" / "current"
+    current = alerting_lab.root / "services" / "checkout-api" / "current"
     assert os.readlink(current).endswith("v1")
-    assert fresh_lab.status()["services"]["checkout-api"]["version"] == "v1"
+    assert alerting_lab.status()["services"]["checkout-api"]["version"] == "v1"
 
 
 async def test_change_access_grant(
-    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+    client: Client, settings: Settings, worker: str, alerting_lab: Lab
 ) -> None:
-    assert "dana" not in fresh_lab.status()["groups"]["payments-oncall"]
+    assert "dana" not in alerting_lab.status()["groups"]["payments-oncall"]
     proposal = make_proposal(settings, "change_access")
     state = await propose(client, settings, worker, proposal)
     assert state.risk is not None and state.risk.tier.value == "high"
@@ -83,13 +82,13 @@ async def test_change_access_grant(
     done = await final(client, proposal.proposal_id)
 
     assert done.status is ProposalStatus.COMPLETED, done.reasons
-    assert "dana" in fresh_lab.status()["groups"]["payments-oncall"]
+    assert "dana" in alerting_lab.status()["groups"]["payments-oncall"]
 
 
 async def test_reject_changes_nothing(
-    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+    client: Client, settings: Settings, worker: str, alerting_lab: Lab
 ) -> None:
-    before = fresh_lab.status()
+    before = alerting_lab.status()
     proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v1"})
     await propose(client, settings, worker, proposal)
     from interlock.models import DecisionInput
@@ -102,12 +101,12 @@ async def test_reject_changes_nothing(
     done = await final(client, proposal.proposal_id)
     assert done.status is ProposalStatus.REJECTED
     assert done.execution is None
-    assert fresh_lab.status()["services"] == before["services"]
+    assert alerting_lab.status()["services"] == before["services"]
     await check_replays(client, proposal.proposal_id, "rejected_rollback")
 
 
 async def test_rollback_to_broken_release_rolls_back(
-    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+    client: Client, settings: Settings, worker: str, alerting_lab: Lab
 ) -> None:
     proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v0"})
     await propose(client, settings, worker, proposal)
@@ -118,17 +117,17 @@ async def test_rollback_to_broken_release_rolls_back(
     assert done.verification is not None and not done.verification.ok
     assert done.rollback is not None and done.rollback.ok
     assert done.rollback_verification is not None and done.rollback_verification.ok
-    svc = fresh_lab.status()["services"]["checkout-api"]
+    svc = alerting_lab.status()["services"]["checkout-api"]
     assert svc["healthy"] and svc["version"] == "v2"
     await check_replays(client, proposal.proposal_id, "rolled_back_v0")
 
 
 async def test_failing_rollback_needs_manual_intervention(
-    client: Client, settings: Settings, worker: str, fresh_lab: Lab
+    client: Client, settings: Settings, worker: str, alerting_lab: Lab
 ) -> None:
     # The release we would roll back to is broken too: the running v2 process is healthy
     # (it read its release at start), but any restart on v2 now fails its health check.
-    release = fresh_lab.root / "services" / "checkout-api" / "releases" / "v2" / "release.json"
+    release = alerting_lab.root / "services" / "checkout-api" / "releases" / "v2" / "release.json"
     release.write_text(json.dumps({"version": "v2", "healthy": False}))
     proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v0"})
     state = await propose(client, settings, worker, proposal)
