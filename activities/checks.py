@@ -115,9 +115,7 @@ class ProposalChecks:
             ),
             governance=governance,
             risk_input=risk_input,
-            evidence_max_age_seconds=min(
-                action.evidence_sources[s].max_age.total_seconds() for s in cited
-            ),
+            evidence_max_age_seconds=min(action.evidence_sources[s].max_age.total_seconds() for s in cited),
             settle_seconds=action.settle_time.total_seconds() if action.settle_time else None,
         )
 

@@ -75,9 +75,7 @@ class ExecutionRecords:
         return TrackRecord(
             finished=await count(),
             rejected=await count(ProposalStatus.REJECTED),
-            rolled_back=await count(
-                ProposalStatus.ROLLED_BACK, ProposalStatus.NEEDS_MANUAL_INTERVENTION
-            ),
+            rolled_back=await count(ProposalStatus.ROLLED_BACK, ProposalStatus.NEEDS_MANUAL_INTERVENTION),
             unresolved=await count(ProposalStatus.COMPLETED_UNRESOLVED),
         )
 

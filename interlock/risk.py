@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from interlock.models import RiskAssessment, RiskFactor
 from interlock.policy import RiskSettings
@@ -52,6 +52,9 @@ class TrackRecord(BaseModel):
 
 
 class RiskInput(BaseModel):
+    # Facts only: an unknown field (a rationale, a summary) is refused, never ignored.
+    model_config = ConfigDict(extra="forbid")
+
     action: str
     base_risk: int
     environment: str
