@@ -13,7 +13,17 @@ from temporalio.worker import Replayer
 from interlock.lab import Lab
 from interlock.models import ProposalStatus, Stage
 from interlock.settings import Settings
-from tests.support import approve, final, make_proposal, propose, signed
+from tests.support import (
+    approve,
+    final,
+    make_proposal,
+    new_id,
+    propose,
+    scored,
+    signed,
+    submit_only,
+    visible,
+)
 from workflows.remediation import RemediationWorkflow
 
 HISTORIES = Path(__file__).parent.parent / "histories"
@@ -37,6 +47,7 @@ async def test_restart_approved_completes_with_new_pid(
 
     state = await propose(client, settings, worker, proposal)
     assert state.status is ProposalStatus.AWAITING_APPROVAL
+    assert state.evidence is not None and state.evidence.confirmed == 2
     assert state.risk is not None and state.risk.factors
     assert state.preview is not None and state.preview.ok
     assert state.preview.changed_tasks, "the preview must show the restart it would do"
@@ -47,6 +58,10 @@ async def test_restart_approved_completes_with_new_pid(
     assert result.status is ProposalStatus.EXECUTING
     done = await final(client, proposal.proposal_id)
     assert done.status is ProposalStatus.COMPLETED, done.reasons
+    # The restart cleared what justified it: the health check passes, the alert resolved.
+    assert done.evidence_after is not None
+    assert [(i.fetched, i.supports) for i in done.evidence_after.items] == [(True, False)] * 2
+    assert done.evidence_recheck is None  # approved well within the evidence's max age
     after = alerting_lab.status()["services"]["checkout-api"]
     assert after["healthy"] and after["pid"] != before["pid"]
     assert done.execution is not None and done.execution.tasks
@@ -108,7 +123,10 @@ async def test_reject_changes_nothing(
 async def test_rollback_to_broken_release_rolls_back(
     client: Client, settings: Settings, worker: str, alerting_lab: Lab
 ) -> None:
-    proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v0"})
+    flaky = new_id("flaky")
+    proposal = make_proposal(
+        settings, "rollback_deployment", parameters={"release": "v0"}, recommender=flaky
+    )
     await propose(client, settings, worker, proposal)
     await approve(client, proposal.proposal_id)
     done = await final(client, proposal.proposal_id)
@@ -120,6 +138,30 @@ async def test_rollback_to_broken_release_rolls_back(
     svc = alerting_lab.status()["services"]["checkout-api"]
     assert svc["healthy"] and svc["version"] == "v2"
     await check_replays(client, proposal.proposal_id, "rolled_back_v0")
+
+    # The rollback counts against the recommender: its next proposal scores higher than the
+    # same proposal from a recommender with a clean record.
+    await visible(client, f"InterlockRecommender = '{flaky}' AND InterlockStatus = 'rolled_back'")
+    alerting_lab.degrade("checkout-api")
+    clean = new_id("clean")
+    risk = {}
+    for who in (flaky, clean):
+        p = make_proposal(settings, "restart_service", recommender=who)
+        state = await scored(client, await submit_only(client, settings, worker, p))
+        await client.get_workflow_handle(p.proposal_id).terminate("test done")
+        assert state.risk is not None, state.reasons
+        risk[who] = state.risk
+    track = {who: next(f for f in r.factors if f.name == "track_record") for who, r in risk.items()}
+    assert track[flaky].contribution == 30
+    assert track[flaky].detail == (
+        f"{flaky}: 1 of 1 finished proposal(s) in the last 30d went wrong "
+        "(0 rejected, 1 rolled back, 0 completed_unresolved)"
+    )
+    assert (track[clean].contribution, track[clean].detail) == (
+        0,
+        f"{clean} has no finished proposals in the last 30d",
+    )
+    assert risk[flaky].score == risk[clean].score + 30
 
 
 async def test_failing_rollback_needs_manual_intervention(
