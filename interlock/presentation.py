@@ -27,13 +27,14 @@ def approval_details(state: ProposalState) -> str:
         lines.append(f"**Parameters:** {params}")
     if state.policy_version:
         lines.append(f"**Policy:** {state.policy_version}")
-    for title, report in (
-        ("Evidence (confirmed at the source)", state.evidence),
-        ("Evidence re-checked before execution", state.evidence_recheck),
-        ("Evidence after execution (must have cleared)", state.evidence_after),
-    ):
-        if report:
-            lines += ["", f"### {title}", *evidence_lines(report)]
+    if state.evidence:
+        lines += ["", "### Evidence, as its sources answered", *evidence_lines(state.evidence)]
+    if state.evidence_recheck:
+        lines += ["", "### Evidence re-checked before execution"]
+        lines += evidence_lines(state.evidence_recheck, again=True)
+    if state.evidence_after:
+        lines += ["", "### Evidence after execution (must have cleared)"]
+        lines += evidence_lines(state.evidence_after, after=True)
     if state.risk:
         lines += ["", f"### Risk {state.risk.score}/100 ({state.risk.tier.value})"]
         lines += [f"- {f.name} +{f.contribution}: {f.detail}" for f in state.risk.factors]
@@ -57,17 +58,22 @@ def approval_details(state: ProposalState) -> str:
     return "\n".join(lines)
 
 
-def evidence_lines(report: EvidenceReport) -> list[str]:
-    """One line per item: confirmed or not, why, and what the source said."""
+def evidence_lines(report: EvidenceReport, again: bool = False, after: bool = False) -> list[str]:
+    """One line per item: confirmed or not (still holding, or cleared), why, and what the
+    source said. `again`/`after`: a re-check by Interlock, where the item's age is moot."""
     lines = []
     for item in report.items:
-        if item.fetched:
-            mark = "confirmed" if item.ok else "unconfirmed"
-            if not item.ok and item.supports:
-                mark = "still holds"
+        if not item.fetched:
+            mark = "unconfirmed (not fetched)" if not after else "could not re-read"
+        elif after:
+            mark = "still holds" if item.supports else "cleared"
+        elif again:
+            mark = "still holds" if item.ok else "cleared"
         else:
-            mark = "unconfirmed (not fetched)"
-        age = f", observed {item.age_seconds:.0f}s before the check" if item.age_seconds is not None else ""
+            mark = "confirmed" if item.ok else "unconfirmed"
+        age = ""
+        if item.age_seconds is not None and not (again or after):
+            age = f", observed {item.age_seconds:.0f}s before the check"
         tries = f", {item.attempts} attempts" if item.attempts > 1 else ""
         lines.append(f"- {mark}: {item.source} `{item.ref}`{age}{tries}")
         lines.append(f"  - {'source said' if item.fetched else 'why'}: {item.reason}")
