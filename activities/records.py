@@ -114,9 +114,8 @@ class ExecutionRecords:
         )
         records: list[dict[str, Any]] = []
         async for wf in self.client.list_workflows(query, limit=MAX_CHANGE_RECORDS):
-            state = await self.client.get_workflow_handle(wf.id, run_id=wf.run_id).result(
-                result_type=ProposalState
-            )
+            handle = self.client.get_workflow_handle(wf.id, run_id=wf.run_id, result_type=ProposalState)
+            state = await handle.result()
             execution = state.execution
             release = (execution.facts.get("release") if execution else None) or (
                 state.proposal.parameters.get("release")

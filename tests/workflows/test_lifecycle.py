@@ -10,8 +10,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from interlock.examples import example_proposal
 from interlock.lab import Lab
 from interlock.models import ProposalStatus, Stage
+from interlock.policy import load_policy
+from interlock.proposals import parse_proposal
 from interlock.settings import Settings
 from tests.support import (
     approve,
@@ -81,6 +84,25 @@ async def test_rollback_deployment_to_v1_moves_symlink(
     current = alerting_lab.root / "services" / "checkout-api" / "current"
     assert os.readlink(current).endswith("v1")
     assert alerting_lab.status()["services"]["checkout-api"]["version"] == "v1"
+
+    # Interlock's own record of that deploy is a `changes` evidence source for the next proposal.
+    alerting_lab.degrade("checkout-api")
+    doc = example_proposal("rollback_deployment", proposal_id=new_id(), parameters={"release": "v2"})
+    stamp = doc["evidence"][0]["observed_at"]
+    doc["evidence"] += [
+        {"source": "interlock-changes", "ref": "deploy:checkout:v1", "observed_at": stamp},
+        {"source": "interlock-changes", "ref": "deploy:checkout-api:v0", "observed_at": stamp},
+    ]
+    after = parse_proposal(doc, load_policy(settings.effective_policy_file))
+    state = await scored(client, await submit_only(client, settings, worker, after))
+    # The v0 item is not confirmed, so the proposal is already final: rejected_by_checks.
+    assert state.evidence is not None
+    deployed, never = state.evidence.items[2:]
+    assert deployed.ok and deployed.reason.startswith("release v1 was deployed to checkout-api at ")
+    assert deployed.observed and deployed.observed["changes"][0]["proposal_id"] == proposal.proposal_id
+    assert (never.fetched, never.ok) == (True, False)
+    assert never.reason == "no deploy of release v0 to checkout-api on record"
+    assert state.status is ProposalStatus.REJECTED_BY_CHECKS
 
 
 async def test_change_access_grant(
