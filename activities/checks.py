@@ -1,27 +1,61 @@
-"""Checks activity: re-validates a proposal against the policy in force and checks its evidence."""
+"""Checks activities: validate a proposal against the policy in force, confirm its evidence at
+the sources the policy approves, and gather the facts risk is scored from.
+
+Evidence is never taken on the recommender's word: each item is fetched from its source
+(interlock.evidence), a source that is down is retried with backoff inside the connector and
+then reported unconfirmed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 from temporalio import activity
+from temporalio.client import Client
 
+from activities.records import ExecutionRecords, RecordsUnavailable
+from interlock.evidence import check_items
 from interlock.governance import Assessment, Governance
-from interlock.models import EvidenceCheck, EvidenceReport, Proposal, ServiceFacts
+from interlock.models import (
+    EvidenceCheck,
+    EvidenceItem,
+    EvidenceRecheck,
+    EvidenceReport,
+    Proposal,
+    ServiceFacts,
+)
 from interlock.policy import Policy, load_policy, validate_against_policy
+from interlock.risk import RecentChange, RiskInput, TrackRecord
 from interlock.settings import Settings
 
 # Clocks disagree a little; evidence from further in the future than this is refused.
 CLOCK_SKEW = timedelta(minutes=5)
+# Attempts per source request (the wait doubles from SOURCE_BACKOFF between them).
+SOURCE_RETRIES = 3
+SOURCE_BACKOFF = 0.5
+# After execution, how often the sources are asked whether the evidence has cleared.
+SETTLE_POLL_SECONDS = 1.0
 
 
 class ProposalChecks:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, client: Client | None = None):
         self.settings = settings
+        # Without a client (a unit test) the execution record and track record are unavailable.
+        self.client = client
 
     def policy(self) -> Policy:
         # Read on every check so an edited policy applies to the next proposal without a restart.
         return load_policy(self.settings.effective_policy_file)
+
+    def records(self) -> ExecutionRecords | None:
+        if self.client is None:
+            return None
+        return ExecutionRecords(self.client, activity.info().task_queue)
 
     @activity.defn(name="check_proposal")
     async def check_proposal(self, proposal: Proposal) -> Assessment:
@@ -41,65 +75,156 @@ class ProposalChecks:
             )
         action = policy.actions[proposal.action]
         now = datetime.now(UTC)
-        evidence = check_evidence(proposal, policy, service, now)
+        evidence = await self.confirm_evidence(
+            proposal, proposal.evidence, policy, service, now, check_age=True
+        )
+        governance = Governance.from_policy(
+            policy, proposal.action, proposal.target.environment, service, proposal.recommender, now
+        )
+        dependents = policy.dependents(service)
+        risk_input = RiskInput(
+            action=proposal.action,
+            base_risk=action.base_risk,
+            environment=proposal.target.environment,
+            environment_risk=policy.environments[proposal.target.environment].risk,
+            service=service,
+            dependents=dependents,
+            confidence=proposal.confidence,
+            evidence_total=len(evidence.items),
+            evidence_confirmed=evidence.confirmed,
+            recommender=proposal.recommender,
+            recent_change_window=policy.risk.recent_change_window,
+            track_record_window=policy.risk.track_record_window,
+            freezes=governance.freezes,
+        )
+        if evidence.ok:
+            risk_input = await self.history_facts(risk_input, proposal.proposal_id, now)
+        cited = {i.source for i in proposal.evidence}
         return Assessment(
             ok=evidence.ok,
             reasons=evidence.reasons,
             policy_version=policy.version_id,
             service=ServiceFacts(
-                canonical=service,
-                owner=policy.services[service].owner,
-                dependents=policy.dependents(service),
+                canonical=service, owner=policy.services[service].owner, dependents=dependents
             ),
             evidence=evidence,
             base_risk=action.base_risk,
-            environment_risk=policy.environments[proposal.target.environment].risk,
+            environment_risk=risk_input.environment_risk,
             approval_timeout_seconds=(
                 action.approval_timeout.total_seconds() if action.approval_timeout else None
             ),
-            governance=Governance.from_policy(
-                policy,
-                proposal.action,
-                proposal.target.environment,
-                service,
-                proposal.recommender,
-                now,
-            ),
+            governance=governance,
+            risk_input=risk_input,
+            evidence_max_age_seconds=min(action.evidence_sources[s].max_age.total_seconds() for s in cited),
+            settle_seconds=action.settle_time.total_seconds() if action.settle_time else None,
         )
 
-
-def evidence_service(ref: str) -> str:
-    """The service an evidence reference is about: its first path segment ('checkout-api/health')."""
-    return ref.split("/", 1)[0]
-
-
-def check_evidence(
-    proposal: Proposal, policy: Policy, service: str, now: datetime
-) -> EvidenceReport:
-    action = policy.actions[proposal.action]
-    items: list[EvidenceCheck] = []
-    for item in proposal.evidence:
-        age = (now - item.observed_at).total_seconds()
-        source = action.evidence_sources.get(item.source)
-        about = policy.canonical_service(evidence_service(item.ref))
-        if source is None:
-            ok, reason = False, f"source {item.source!r} is not approved for {proposal.action}"
-        elif item.observed_at - now > CLOCK_SKEW:
-            ok, reason = False, "observed_at is in the future"
-        elif age > source.max_age.total_seconds():
-            ok, reason = False, f"stale: {age:.0f}s old, maximum is {source.max_age}"
-        elif about is None:
-            ok, reason = (
-                False,
-                (f"refers to {evidence_service(item.ref)!r}, which is not a catalogued service"),
+    async def history_facts(self, facts: RiskInput, proposal_id: str, now: datetime) -> RiskInput:
+        """Recent changes to the service and the recommender's track record, from Interlock's
+        own record; a record that cannot be read is shown as unavailable, never guessed."""
+        records = self.records()
+        if records is None:
+            return facts.model_copy(update={"track_record_error": "no execution record configured"})
+        changes: list[RecentChange] = []
+        track: TrackRecord | None = None
+        error = ""
+        try:
+            changes = await records.recent_changes(
+                facts.service, facts.recent_change_window, now, exclude=proposal_id
             )
-        elif about != service:
-            ok, reason = False, f"refers to {about!r}, not to the target {service!r}"
-        else:
-            ok, reason = True, "source approved, fresh, about the target"
-        items.append(
-            EvidenceCheck(
-                source=item.source, ref=item.ref, ok=ok, reason=reason, age_seconds=round(age, 1)
-            )
+            track = await records.track_record(facts.recommender, facts.track_record_window, now)
+        except RecordsUnavailable as err:
+            activity.logger.warning("execution record unavailable: %s", err)
+            error = str(err)
+        return facts.model_copy(
+            update={"recent_changes": changes, "track_record": track, "track_record_error": error}
         )
-    return EvidenceReport(ok=all(i.ok for i in items), items=items, checked_at=now)
+
+    @activity.defn(name="recheck_evidence")
+    async def recheck_evidence(self, inp: EvidenceRecheck) -> EvidenceReport:
+        """Ask the sources again, now. With a settle time, keep asking until no item is
+        supported any more (the condition cleared) or the settle time has passed."""
+        policy = self.policy()
+        deadline = time.monotonic() + inp.settle_seconds
+        while True:
+            now = datetime.now(UTC)
+            report = await self.confirm_evidence(
+                inp.proposal, inp.items, policy, inp.service, now, check_age=False
+            )
+            if inp.settle_seconds <= 0 or cleared(report) or time.monotonic() >= deadline:
+                return report
+            activity.heartbeat(f"{sum(i.supports for i in report.items)} item(s) still hold")
+            await asyncio.sleep(min(SETTLE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+    async def confirm_evidence(
+        self,
+        proposal: Proposal,
+        items: Sequence[EvidenceItem],
+        policy: Policy,
+        service: str,
+        now: datetime,
+        *,
+        check_age: bool,
+    ) -> EvidenceReport:
+        """Confirm each item at its source. `check_age`: refuse items the recommender observed
+        longer ago than the source's max age (at the first check; a re-check is Interlock's
+        own observation, made now)."""
+        action = policy.actions[proposal.action]
+        results: dict[int, EvidenceCheck] = {}
+        to_fetch: list[tuple[int, EvidenceItem]] = []
+        for n, item in enumerate(items):
+            age = round((now - item.observed_at).total_seconds(), 1)
+            source = action.evidence_sources.get(item.source)
+            why = ""
+            if source is None or item.source not in policy.sources:
+                why = f"source {item.source!r} is not approved for {proposal.action}"
+            elif check_age and item.observed_at - now > CLOCK_SKEW:
+                why = "not fetched: observed_at is in the future"
+            elif check_age and age > source.max_age.total_seconds():
+                why = f"not fetched: stale, observed {age:.0f}s ago, maximum is {source.max_age}"
+            if why:
+                results[n] = EvidenceCheck(
+                    source=item.source, ref=item.ref, ok=False, reason=why, age_seconds=age
+                )
+            else:
+                to_fetch.append((n, item))
+        if to_fetch:
+            async with httpx.AsyncClient(trust_env=False) as http:
+                confirmations = await check_items(
+                    [item for _, item in to_fetch],
+                    kinds={name: s.kind for name, s in policy.sources.items()},
+                    urls={name: s.url for name, s in policy.sources.items()},
+                    target_service=service,
+                    normalise=policy.canonical_service,
+                    http=http,
+                    max_age={name: s.max_age for name, s in action.evidence_sources.items()},
+                    now=now,
+                    lab_root=self.settings.lab_dir,
+                    recent_changes=self._change_records(),
+                    retries=SOURCE_RETRIES,
+                    backoff=SOURCE_BACKOFF,
+                )
+            for (n, item), c in zip(to_fetch, confirmations, strict=True):
+                results[n] = EvidenceCheck(
+                    source=item.source,
+                    ref=item.ref,
+                    ok=c.fetched and c.supports,
+                    reason=c.reason,
+                    age_seconds=round((now - item.observed_at).total_seconds(), 1),
+                    fetched=c.fetched,
+                    supports=c.fetched and c.supports,
+                    observed=c.observed or None,
+                    source_time=c.source_time,
+                    attempts=c.attempts,
+                )
+        checks = [results[n] for n in range(len(items))]
+        return EvidenceReport(ok=bool(checks) and all(c.ok for c in checks), items=checks, checked_at=now)
+
+    def _change_records(self) -> Any:
+        records = self.records()
+        return records.change_records if records is not None else None
+
+
+def cleared(report: EvidenceReport) -> bool:
+    """Every source answered, and none still shows the condition the evidence claimed."""
+    return all(i.fetched and not i.supports for i in report.items)

@@ -598,13 +598,26 @@ def lab_reset() -> None:
 
 
 @lab_app.command("degrade")
-def lab_degrade(service: str) -> None:
+def lab_degrade(
+    service: str,
+    persistent: Annotated[
+        bool,
+        typer.Option(
+            "--persistent",
+            help="A failing dependency: errors survive a restart (its health check still "
+            "passes) until `interlock lab reset`.",
+        ),
+    ] = False,
+) -> None:
     """Make a service answer with errors until it is restarted or the lab is reset."""
     try:
-        _lab().degrade(service)
+        _lab().degrade(service, persistent=persistent)
     except ValueError as exc:
         fail(str(exc), 2)
-    out.print(f"{service} degraded: it now answers with errors")
+    if persistent:
+        out.print(f"{service} degraded: a dependency fails; a restart will not clear its errors")
+    else:
+        out.print(f"{service} degraded: it now answers with errors")
 
 
 # --- Policy ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from interlock.models import (
     ServiceFacts,
 )
 from interlock.policy import ApprovalRule, Approver, Mode, Policy, RiskSettings
+from interlock.risk import RiskInput
 
 AUTO_APPROVER = "policy:auto"
 
@@ -138,3 +139,10 @@ class Assessment(BaseModel):
     environment_risk: int = 0
     approval_timeout_seconds: float | None = None
     governance: Governance | None = None
+    # The facts risk is scored from, gathered by the checks activity (None when refused).
+    risk_input: RiskInput | None = None
+    # The shortest max age of the cited sources: older than this, evidence is asked again
+    # before execution.
+    evidence_max_age_seconds: float | None = None
+    # The action's settle time: how long the evidence may take to clear after a run.
+    settle_seconds: float | None = None

@@ -140,13 +140,23 @@ class Proposal(_Strict):
 
 
 class EvidenceCheck(BaseModel):
+    """One evidence item as Interlock found it at its source.
+
+    `fetched`: the source answered; `supports`: its answer shows what the item claims;
+    `ok` (confirmed): both, from an approved source, fresh enough. `observed` is what the
+    source said, trimmed for the record.
+    """
+
     source: str
     ref: str
     ok: bool
     reason: str
     age_seconds: float | None = None
     fetched: bool = False
+    supports: bool = False
     observed: dict[str, Any] | None = None
+    source_time: datetime | None = None
+    attempts: int = 0
 
 
 class EvidenceReport(BaseModel):
@@ -157,6 +167,22 @@ class EvidenceReport(BaseModel):
     @property
     def reasons(self) -> list[str]:
         return [f"{i.source} {i.ref}: {i.reason}" for i in self.items if not i.ok]
+
+    @property
+    def confirmed(self) -> int:
+        return sum(i.ok for i in self.items)
+
+
+class EvidenceRecheck(BaseModel):
+    """Ask the sources again about evidence that was confirmed: before execution (does it
+    still hold?) or after it (has it cleared?)."""
+
+    proposal: Proposal
+    service: str
+    # Only the items that were confirmed at the check are asked about again.
+    items: list[EvidenceItem]
+    # After execution: keep asking until every item has cleared or this much time passed.
+    settle_seconds: float = 0.0
 
 
 class RiskFactor(BaseModel):
@@ -295,6 +321,10 @@ class ProposalState(BaseModel):
     policy_version: str | None = None
     service: ServiceFacts | None = None
     evidence: EvidenceReport | None = None
+    # The evidence asked again just before execution (when older than its max age) and
+    # after it (has the condition cleared within the action's settle time?).
+    evidence_recheck: EvidenceReport | None = None
+    evidence_after: EvidenceReport | None = None
     risk: RiskAssessment | None = None
     preview: PlaybookResult | None = None
     decisions: list[DecisionRecord] = Field(default_factory=list)

@@ -70,9 +70,19 @@ class ServiceSpec(_Model):
 
 
 class SourceSpec(_Model):
-    kind: str  # http-health, alertmanager, prometheus, changes
+    """Where evidence of one kind is confirmed. `url` is the source's base URL (for example
+    a real Alertmanager's `http://alertmanager:9093`) or `lab://monitor` for the embedded lab;
+    `changes` needs none: it is Interlock's own record of the executions it ran."""
+
+    kind: Literal["http-health", "alertmanager", "prometheus", "changes"]
     url: str = ""
     description: str = ""
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> SourceSpec:
+        if self.kind != "changes" and not self.url:
+            raise ValueError(f"a {self.kind} source needs a url")
+        return self
 
 
 class ActionSource(_Model):
@@ -112,6 +122,9 @@ class ActionSpec(_Model):
     base_risk: Annotated[int, Field(ge=0, le=100)]
     evidence_sources: dict[str, ActionSource]
     approval_timeout: Duration | None = None
+    # After a successful run, how long the evidence that justified it may take to clear
+    # (the alert to resolve, the health check to pass). None: the evidence is not re-read.
+    settle_time: Duration | None = None
 
     @model_validator(mode="after")
     def _parameter_names(self) -> ActionSpec:
@@ -133,11 +146,17 @@ class Environment(_Model):
 
 
 class RiskSettings(_Model):
-    """Tier boundaries: a score below `medium` is low, below `high` medium, and so on."""
+    """Tier boundaries: a score below `medium` is low, below `high` medium, and so on.
+
+    The windows are how far back risk scoring looks for facts: changes Interlock made to
+    the same service, and the recommender's finished proposals (its track record).
+    """
 
     medium: int = 25
     high: int = 50
     critical: int = 75
+    recent_change_window: Duration = timedelta(hours=1)
+    track_record_window: Duration = timedelta(days=30)
 
     def tier(self, score: int) -> RiskTier:
         if score >= self.critical:

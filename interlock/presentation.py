@@ -7,8 +7,9 @@ the CLI.
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from interlock.models import DecisionRecord, PlaybookResult, ProposalState, ProposalStatus
+from interlock.models import DecisionRecord, EvidenceReport, PlaybookResult, ProposalState, ProposalStatus
 
 
 def approval_details(state: ProposalState) -> str:
@@ -27,10 +28,13 @@ def approval_details(state: ProposalState) -> str:
     if state.policy_version:
         lines.append(f"**Policy:** {state.policy_version}")
     if state.evidence:
-        lines += ["", "### Evidence"]
-        for item in state.evidence.items:
-            mark = "confirmed" if item.ok else "NOT confirmed"
-            lines.append(f"- {item.source} `{item.ref}`: {mark} ({item.reason})")
+        lines += ["", "### Evidence, as its sources answered", *evidence_lines(state.evidence)]
+    if state.evidence_recheck:
+        lines += ["", "### Evidence re-checked before execution"]
+        lines += evidence_lines(state.evidence_recheck, again=True)
+    if state.evidence_after:
+        lines += ["", "### Evidence after execution (must have cleared)"]
+        lines += evidence_lines(state.evidence_after, after=True)
     if state.risk:
         lines += ["", f"### Risk {state.risk.score}/100 ({state.risk.tier.value})"]
         lines += [f"- {f.name} +{f.contribution}: {f.detail}" for f in state.risk.factors]
@@ -86,6 +90,38 @@ def governance_lines(state: ProposalState) -> list[str]:
     if state.waiting_for:
         lines.append(f"**Waiting for:** {state.waiting_for}")
     return ["", *lines] if lines else []
+
+
+def evidence_lines(report: EvidenceReport, again: bool = False, after: bool = False) -> list[str]:
+    """One line per item: confirmed or not (still holding, or cleared), why, and what the
+    source said. `again`/`after`: a re-check by Interlock, where the item's age is moot."""
+    lines = []
+    for item in report.items:
+        if not item.fetched:
+            mark = "unconfirmed (not fetched)" if not after else "could not re-read"
+        elif after:
+            mark = "still holds" if item.supports else "cleared"
+        elif again:
+            mark = "still holds" if item.ok else "cleared"
+        else:
+            mark = "confirmed" if item.ok else "unconfirmed"
+        age = ""
+        if item.age_seconds is not None and not (again or after):
+            age = f", observed {item.age_seconds:.0f}s before the check"
+        tries = f", {item.attempts} attempts" if item.attempts > 1 else ""
+        lines.append(f"- {mark}: {item.source} `{item.ref}`{age}{tries}")
+        lines.append(f"  - {'source said' if item.fetched else 'why'}: {item.reason}")
+        if item.observed:
+            said = json.dumps(_said(item.observed), separators=(", ", ": "), default=str)
+            lines.append(f"  - answer: `{said if len(said) <= 300 else said[:297] + '...'}`")
+    return lines
+
+
+def _said(observed: dict[str, Any]) -> dict[str, Any]:
+    # The parts of a source's answer a person reads; the whole (trimmed) answer is in --json.
+    keep = ("status_code", "body", "alerts", "samples", "changes", "answer")
+    shown = {k: observed[k] for k in keep if k in observed}
+    return shown or observed
 
 
 def preview_lines(result: PlaybookResult) -> list[str]:

@@ -77,6 +77,22 @@ def fresh_lab(lab: Lab) -> Lab:
     return lab
 
 
+@pytest.fixture
+def alerting_lab(fresh_lab: Lab) -> Lab:
+    """The starting state with checkout-api degraded: its health check fails and its
+    HighErrorRate alert fires, so the example proposals' evidence is confirmed at the source."""
+    fresh_lab.degrade("checkout-api")
+    return fresh_lab
+
+
+@pytest.fixture
+def checkout_degraded(lab: Lab) -> Lab:
+    """The shared lab, as it is, with checkout-api degraded (no reset: for tests that only
+    need the example evidence to hold and change nothing)."""
+    lab.degrade("checkout-api")
+    return lab
+
+
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory, lab: Lab, temporal_address: str) -> Settings:
     home = tmp_path_factory.mktemp("home")

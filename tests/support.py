@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from interlock.examples import example_proposal
 from interlock.models import DecisionInput, DecisionResult, Proposal, ProposalState
 from interlock.policy import load_policy
 from interlock.proposals import (
     decide,
+    get_state,
     parse_proposal,
     sign_decision,
     submit,
@@ -67,3 +70,31 @@ async def update_events(client: Client, workflow_id: str) -> int:
         or e.HasField("workflow_execution_update_completed_event_attributes")
         for e in history.events
     )
+
+
+async def submit_only(client: Client, settings: Settings, task_queue: str, proposal: Proposal) -> str:
+    await submit(client, proposal, task_queue, load_policy(settings.effective_policy_file))
+    return proposal.proposal_id
+
+
+async def scored(client: Client, proposal_id: str) -> ProposalState:
+    """The proposal's state as soon as its risk is scored (or it is final): no need to wait
+    for the preview."""
+    for _ in range(480):
+        try:
+            state = await get_state(client, proposal_id)
+            if state.risk is not None or state.status.is_final:
+                return state
+        except RPCError:  # the first workflow task may not have run yet
+            pass
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"{proposal_id} was not scored")
+
+
+async def visible(client: Client, query: str) -> None:
+    """Wait until visibility has indexed what a finished proposal left behind."""
+    for _ in range(240):
+        if (await client.count_workflows(query)).count:
+            return
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"nothing matches {query}")

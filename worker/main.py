@@ -37,7 +37,7 @@ def build_worker(
     to measure the engine without Ansible; `worker_options` go to temporalio's Worker.
     """
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-    checks = ProposalChecks(settings)
+    checks = ProposalChecks(settings, client)
     playbooks = PlaybookRunner(settings)
     gate = GateActivities(settings)
     audit = AuditRecorder(settings)
@@ -48,6 +48,7 @@ def build_worker(
         workflow_runner=workflow_runner(),
         activities=[
             checks.check_proposal,
+            checks.recheck_evidence,
             run_playbook or playbooks.run_playbook,
             gate.precheck,
             gate.notify,

@@ -23,6 +23,8 @@ with workflow.unsafe.imports_passed_through():
         DecisionRecord,
         DecisionResult,
         Duplicate,
+        EvidenceRecheck,
+        EvidenceReport,
         Notification,
         Pause,
         PauseScope,
@@ -79,6 +81,7 @@ class RemediationWorkflow:
         self._search_attributes = True
         self._audit_seq = 0
         self._duplicate_ids: set[str] = set()
+        self._assessment = Assessment(ok=False, reasons=[], policy_version="")
 
     @property
     def state(self) -> ProposalState:
@@ -140,8 +143,10 @@ class RemediationWorkflow:
         self.state.freezes = list(self.gov.freezes)
 
         evidence = assessment.evidence
+        self._assessment = assessment
         self.state.risk = score_risk(
-            RiskInput(
+            assessment.risk_input
+            or RiskInput(
                 action=proposal.action,
                 base_risk=assessment.base_risk,
                 environment=proposal.target.environment,
@@ -205,6 +210,12 @@ class RemediationWorkflow:
                         ProposalStatus.REJECTED_BY_CHECKS,
                         ["plan changed after approval and the new preview failed"],
                     )
+        if not await self._evidence_still_holds():
+            assert self.state.evidence_recheck is not None
+            return await self._finish(
+                ProposalStatus.REJECTED_BY_CHECKS,
+                [f"condition cleared: {r}" for r in self.state.evidence_recheck.reasons],
+            )
         return await self._execute()
 
     def _maybe_auto_approve(self) -> None:
@@ -350,6 +361,9 @@ class RemediationWorkflow:
             self._set_status(ProposalStatus.VERIFYING)
             verification = self.state.verification = await self._playbook(Stage.VERIFY, execution.facts)
             if verification.ok:
+                unresolved = await self._evidence_not_cleared()
+                if unresolved:
+                    return await self._finish(ProposalStatus.COMPLETED_UNRESOLVED, unresolved)
                 return await self._finish(ProposalStatus.COMPLETED, [])
             reasons = [f"verification failed: {verification.error}"]
         else:
@@ -368,6 +382,68 @@ class RemediationWorkflow:
             reasons.append(f"rollback failed: {rollback.error}")
         # Never a quiet success: a person has to look at this system now.
         return await self._finish(ProposalStatus.NEEDS_MANUAL_INTERVENTION, reasons)
+
+    async def _evidence_still_holds(self) -> bool:
+        """Re-check before execution: evidence older than the shortest max age of its sources
+        is asked again; if it no longer holds, nothing runs."""
+        evidence, max_age = self.state.evidence, self._assessment.evidence_max_age_seconds
+        if evidence is None or max_age is None:
+            return True
+        if workflow.now() - evidence.checked_at <= timedelta(seconds=max_age):
+            return True
+        report = self.state.evidence_recheck = await self._recheck_evidence(0.0)
+        await self._audit(
+            EventKind.EVIDENCE_CHECKED,
+            data={
+                "stage": "before_execution",
+                "ok": report.ok,
+                "reasons": report.reasons,
+                "items": [i.model_dump(mode="json") for i in report.items],
+            },
+        )
+        return report.ok
+
+    async def _evidence_not_cleared(self) -> list[str]:
+        """After a successful run: the evidence that justified it must clear within the
+        action's settle time. Returns why it did not (empty when it did)."""
+        settle = self._assessment.settle_seconds
+        if settle is None or self.state.evidence is None:
+            return []
+        report = self.state.evidence_after = await self._recheck_evidence(settle)
+        still = [
+            f"not resolved within {settle:g}s: {i.source} {i.ref}: "
+            + (i.reason if i.fetched else f"could not re-read: {i.reason}")
+            for i in report.items
+            if i.supports or not i.fetched
+        ]
+        await self._audit(
+            EventKind.VERIFICATION,
+            data={
+                "stage": "evidence_cleared",
+                "ok": not still,
+                "reasons": still,
+                "items": [i.model_dump(mode="json") for i in report.items],
+            },
+        )
+        return still
+
+    async def _recheck_evidence(self, settle_seconds: float) -> EvidenceReport:
+        assert self.state.service is not None and self.state.evidence is not None
+        proposal = self.state.proposal
+        confirmed = {(i.source, i.ref) for i in self.state.evidence.items if i.ok}
+        return await workflow.execute_activity(
+            "recheck_evidence",
+            EvidenceRecheck(
+                proposal=proposal,
+                service=self.state.service.canonical,
+                items=[i for i in proposal.evidence if (i.source, i.ref) in confirmed],
+                settle_seconds=settle_seconds,
+            ),
+            result_type=EvidenceReport,
+            start_to_close_timeout=timedelta(seconds=settle_seconds + 120),
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=CHECKS_RETRY,
+        )
 
     async def _preview(self) -> bool:
         self._set_status(ProposalStatus.PREVIEWING)

@@ -46,15 +46,17 @@ LAB_MONITOR = "lab://monitor"
 def resolve_base_url(url: str, lab_root: Path | None) -> str:
     """The HTTP base URL of a policy source URL; ``lab://monitor`` is the lab's monitor.
 
-    Blocking: it asks the lab for its status. Raises ValueError (or LabError) if it cannot.
+    Blocking: it reads the lab's configuration. Raises ValueError (or LabError) if it cannot.
     """
     if url.startswith("lab://"):
         if url.rstrip("/") != LAB_MONITOR:
             raise ValueError(f"unknown lab address {url!r}: only {LAB_MONITOR} exists")
         if lab_root is None:
             raise ValueError(f"{LAB_MONITOR} needs a lab root, and none is configured")
-        monitor_url: str = Lab(lab_root).status()["monitor"]["url"]
-        return monitor_url.rstrip("/")
+        # The port from lab.json, not Lab.status(): that probes every service, and a
+        # service that is down must not slow down asking the monitor about it.
+        port = int(Lab(lab_root).config["monitor_port"])
+        return f"http://127.0.0.1:{port}"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"source URL {url!r} is not an http(s) URL or {LAB_MONITOR}")

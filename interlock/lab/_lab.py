@@ -242,10 +242,20 @@ class Lab:
             append_change(self.root, {"event": "reset"})
             self._start(config)
 
-    def degrade(self, service: str) -> None:
-        """Make a running service fail part of its traffic until it is restarted."""
+    def degrade(self, service: str, persistent: bool = False) -> None:
+        """Make a running service fail part of its traffic until it is restarted.
+
+        `persistent`: the errors come from a failing dependency instead; the service's own
+        health check passes, and a restart does not clear them (only a reset does).
+        """
         if service not in self.config["services"]:
             raise ValueError(f"unknown lab service {service!r}; known: {', '.join(self.services)}")
+        if persistent:
+            fault = self.paths.fault_file(service)
+            fault.parent.mkdir(parents=True, exist_ok=True)
+            fault.write_text("dependency failing\n")
+            append_change(self.root, {"event": "degraded", "service": service, "persistent": True})
+            return
         answer = request_json(f"{self._service_url(service)}/admin/degrade", method="POST")
         if answer is None or answer[0] != 200:
             raise LabError(f"lab service {service} did not accept degrade: {answer}")

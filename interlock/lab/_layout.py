@@ -69,6 +69,10 @@ class LabPaths:
     def service_dir(self, name: str) -> Path:
         return self.services_dir / name
 
+    def fault_file(self, name: str) -> Path:
+        # A failing dependency of the service: errors that survive a restart.
+        return self.run_dir / "faults" / name
+
     def pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 

@@ -33,6 +33,9 @@ class ServiceState:
     release_healthy: bool
     pid: int = 0
     degraded: bool = False
+    # Present while a dependency of the service fails (`lab degrade --persistent`): the
+    # process itself is healthy, but requests fail, and a restart does not help.
+    fault_file: Path | None = None
     requests: int = 0
     errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -44,17 +47,23 @@ class ServiceState:
             return "degraded: elevated error rate"
         return None
 
+    def dependency_failing(self) -> bool:
+        return self.fault_file is not None and self.fault_file.exists()
+
+    def erroring(self) -> bool:
+        return self.degraded or self.dependency_failing()
+
     def error_ratio(self) -> float:
         if not self.release_healthy:
             return 1.0
-        return DEGRADED_ERROR_RATIO if self.degraded else 0.0
+        return DEGRADED_ERROR_RATIO if self.erroring() else 0.0
 
     def serve_traffic(self) -> bool:
         """Count one request and decide, deterministically, whether it fails."""
         with self.lock:
             n = self.requests
             self.requests += 1
-            failed = not self.release_healthy or (self.degraded and n % 50 < 17)
+            failed = not self.release_healthy or (self.erroring() and n % 50 < 17)
             if failed:
                 self.errors += 1
             return not failed
@@ -95,7 +104,8 @@ def make_handler(state: ServiceState) -> type[BaseHTTPRequestHandler]:
                     {
                         **counts,
                         "error_ratio": state.error_ratio(),
-                        "degraded": state.degraded,
+                        "degraded": state.erroring(),
+                        "dependency_failing": state.dependency_failing(),
                         "version": state.version,
                         "pid": state.pid,
                     },
@@ -138,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     port = int(load_config(args.root)["services"][args.name]["port"])
     # The release is read once, at start: a new `current` takes effect on restart only.
     release = json.loads((paths.service_dir(args.name) / "current" / "release.json").read_text())
-    state = ServiceState(args.name, release["version"], bool(release["healthy"]))
+    state = ServiceState(
+        args.name, release["version"], bool(release["healthy"]), fault_file=paths.fault_file(args.name)
+    )
 
     # Bind before detaching so a busy port fails the launcher, not a background child.
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest_asyncio
 
+from interlock.lab import Lab
 from interlock.settings import Settings
 from tests.api.support import RunningApi, intake_settings, running_api
 
@@ -23,6 +24,8 @@ async def api(settings: Settings, task_queue: str, tmp_path: Path) -> AsyncItera
 
 
 @pytest_asyncio.fixture
-async def worker_api(settings: Settings, worker: str, tmp_path: Path) -> AsyncIterator[RunningApi]:
+async def worker_api(
+    settings: Settings, worker: str, tmp_path: Path, checkout_degraded: Lab
+) -> AsyncIterator[RunningApi]:
     async with running_api(intake_settings(settings, tmp_path / "home", worker)) as running:
         yield running

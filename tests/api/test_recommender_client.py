@@ -24,6 +24,7 @@ from interlock.client import (
     RecommenderClient,
     SubmitResult,
 )
+from interlock.lab import Lab
 from interlock.models import Proposal
 from interlock.settings import Settings
 from tests.api.support import (
@@ -89,7 +90,7 @@ def built_proposal(recommender: str = "triage-bot") -> Proposal:
 
 
 async def test_round_trip_with_the_intake_span_a_child_of_the_recommenders(
-    settings: Settings, worker: str, tmp_path: Path, client: Client
+    settings: Settings, worker: str, tmp_path: Path, client: Client, checkout_degraded: Lab
 ) -> None:
     provider, exporter = tracing()
     tracer = provider.get_tracer("triage-bot")

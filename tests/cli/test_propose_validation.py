@@ -115,7 +115,7 @@ async def test_bad_proposal_exits_2_and_starts_nothing(
 
 
 async def test_example_proposal_is_accepted_from_stdin_by_the_real_command(
-    settings: Settings, worker: str, lab: Lab
+    settings: Settings, worker: str, checkout_degraded: Lab
 ) -> None:
     """The issue's example document, through the installed `interlock` script and stdin."""
     doc = example_proposal("restart_service", proposal_id=new_id())

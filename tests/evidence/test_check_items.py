@@ -54,14 +54,17 @@ async def test_the_example_evidence_holds_exactly_while_the_service_fails(
     http: httpx.AsyncClient, healthy_lab: Lab
 ) -> None:
     items = example_items()
-    assert [(i.source, i.ref) for i in items] == [("lab-monitor", "checkout-api/health")]
+    assert [(i.source, i.ref) for i in items] == [
+        ("lab-monitor", "checkout-api/health"),
+        ("lab-alertmanager", 'HighErrorRate{service="checkout-api"}'),
+    ]
 
-    [healthy] = await check(http, items, lab_root=healthy_lab.root)
-    assert healthy.fetched and not healthy.supports
+    healthy = await check(http, items, lab_root=healthy_lab.root)
+    assert all(c.fetched and not c.supports for c in healthy), healthy
 
     healthy_lab.degrade("checkout-api")
-    [failing] = await check(http, items, lab_root=healthy_lab.root)
-    assert failing.fetched and failing.supports, failing.reason
+    failing = await check(http, items, lab_root=healthy_lab.root)
+    assert all(c.fetched and c.supports for c in failing), failing
 
 
 async def test_items_are_checked_against_their_own_sources_in_order(

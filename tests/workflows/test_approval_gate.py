@@ -32,7 +32,7 @@ async def test_validator_refuses_without_writing_history(
     client: Client,
     settings: Settings,
     worker: str,
-    lab: Lab,
+    checkout_degraded: Lab,
     decision: str,
     approver: str,
     reason: str,
@@ -53,7 +53,7 @@ async def test_validator_refuses_without_writing_history(
 
 
 async def test_decision_on_a_final_proposal_is_refused(
-    client: Client, settings: Settings, worker: str, lab: Lab
+    client: Client, settings: Settings, worker: str, checkout_degraded: Lab
 ) -> None:
     proposal = make_proposal(settings, "restart_service")
     await propose(client, settings, worker, proposal)
@@ -66,7 +66,7 @@ async def test_decision_on_a_final_proposal_is_refused(
 
 
 async def test_decision_while_checks_run_is_refused(
-    client: Client, settings: Settings, worker: str, lab: Lab
+    client: Client, settings: Settings, worker: str, checkout_degraded: Lab
 ) -> None:
     proposal = make_proposal(settings, "restart_service")
     await submit(client, proposal, worker, load_policy(settings.effective_policy_file))
@@ -78,7 +78,7 @@ async def test_decision_while_checks_run_is_refused(
 
 
 async def test_duplicate_submission_gives_one_workflow(
-    client: Client, settings: Settings, worker: str, lab: Lab
+    client: Client, settings: Settings, worker: str, checkout_degraded: Lab
 ) -> None:
     policy = load_policy(settings.effective_policy_file)
     proposal = make_proposal(settings, "restart_service")

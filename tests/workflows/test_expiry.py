@@ -28,9 +28,9 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 async def test_unanswered_proposal_expires_after_24h_and_changes_nothing(
-    skipping_env: WorkflowEnvironment, settings: Settings, task_queue: str, fresh_lab: Lab
+    skipping_env: WorkflowEnvironment, settings: Settings, task_queue: str, alerting_lab: Lab
 ) -> None:
-    before = fresh_lab.status()
+    before = alerting_lab.status()
     client = skipping_env.client
     proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v1"})
     async with build_worker(client, settings, task_queue):
@@ -53,4 +53,4 @@ async def test_unanswered_proposal_expires_after_24h_and_changes_nothing(
     assert done.status is ProposalStatus.EXPIRED
     assert done.execution is None and done.decisions == []
     assert waited.total_seconds() >= 24 * 3600 - 60
-    assert fresh_lab.status()["services"] == before["services"]
+    assert alerting_lab.status()["services"] == before["services"]

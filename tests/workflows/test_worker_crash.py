@@ -49,9 +49,9 @@ def restarts(lab: Lab, proposal_id: str) -> list[dict[str, object]]:
 
 
 async def test_worker_killed_while_waiting_then_restarted(
-    client: Client, settings: Settings, task_queue: str, fresh_lab: Lab, tmp_path: Path
+    client: Client, settings: Settings, task_queue: str, alerting_lab: Lab, tmp_path: Path
 ) -> None:
-    before = fresh_lab.status()["services"]["checkout-api"]["pid"]
+    before = alerting_lab.status()["services"]["checkout-api"]["pid"]
     proposal = make_proposal(settings, "restart_service")
     first = start_worker(settings, task_queue, tmp_path / "worker.log")
     try:
@@ -66,12 +66,12 @@ async def test_worker_killed_while_waiting_then_restarted(
     finally:
         kill(second)
     assert done.status is ProposalStatus.COMPLETED, done.reasons
-    assert fresh_lab.status()["services"]["checkout-api"]["pid"] != before
-    assert len(restarts(fresh_lab, proposal.proposal_id)) == 1
+    assert alerting_lab.status()["services"]["checkout-api"]["pid"] != before
+    assert len(restarts(alerting_lab, proposal.proposal_id)) == 1
 
 
 async def test_worker_killed_mid_playbook_then_restarted(
-    client: Client, settings: Settings, task_queue: str, fresh_lab: Lab, tmp_path: Path
+    client: Client, settings: Settings, task_queue: str, alerting_lab: Lab, tmp_path: Path
 ) -> None:
     proposal = make_proposal(settings, "restart_service")
     first = start_worker(settings, task_queue, tmp_path / "worker.log")
@@ -89,5 +89,5 @@ async def test_worker_killed_mid_playbook_then_restarted(
     finally:
         kill(second)
     assert done.status is ProposalStatus.COMPLETED, done.reasons
-    assert len(restarts(fresh_lab, proposal.proposal_id)) == 1
-    assert fresh_lab.status()["services"]["checkout-api"]["healthy"]
+    assert len(restarts(alerting_lab, proposal.proposal_id)) == 1
+    assert alerting_lab.status()["services"]["checkout-api"]["healthy"]

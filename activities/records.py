@@ -1,0 +1,138 @@
+"""Interlock's own record of what it did, read from Temporal visibility.
+
+Each proposal is a workflow carrying the search attributes InterlockService,
+InterlockRecommender and InterlockStatus, so the record of executions (for the `changes`
+evidence source and the recent-change risk factor) and a recommender's track record are
+queries, not a second database. Counted per task queue: one task queue is one Interlock
+deployment, and tests get one each.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from interlock.models import ProposalState, ProposalStatus
+from interlock.risk import RecentChange, TrackRecord
+
+log = logging.getLogger(__name__)
+
+# Statuses of a proposal whose playbook ran (or is running): a change to the service.
+EXECUTED = (
+    ProposalStatus.EXECUTING,
+    ProposalStatus.VERIFYING,
+    ProposalStatus.ROLLING_BACK,
+    ProposalStatus.COMPLETED,
+    ProposalStatus.COMPLETED_UNRESOLVED,
+    ProposalStatus.ROLLED_BACK,
+    ProposalStatus.NEEDS_MANUAL_INTERVENTION,
+)
+# How many executions are read in full (for their release) per change-records lookup.
+MAX_CHANGE_RECORDS = 20
+
+
+class RecordsUnavailable(RuntimeError):
+    """Visibility could not answer (e.g. a server without Interlock's search attributes)."""
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _statuses(statuses: tuple[ProposalStatus, ...]) -> str:
+    return "(" + ", ".join(_quote(s.value) for s in statuses) + ")"
+
+
+class ExecutionRecords:
+    def __init__(self, client: Client, task_queue: str):
+        self.client = client
+        self.task_queue = task_queue
+
+    async def _count(self, query: str) -> int:
+        try:
+            return (await self.client.count_workflows(query)).count
+        except RPCError as err:
+            raise RecordsUnavailable(f"visibility query failed: {err.message}") from err
+
+    async def track_record(self, recommender: str, window: timedelta, now: datetime) -> TrackRecord:
+        base = (
+            f"TaskQueue = {_quote(self.task_queue)} AND InterlockRecommender = {_quote(recommender)}"
+            f" AND ExecutionStatus != 'Running' AND CloseTime > {_quote(_stamp(now - window))}"
+        )
+
+        async def count(*statuses: ProposalStatus) -> int:
+            extra = f" AND InterlockStatus IN {_statuses(statuses)}" if statuses else ""
+            return await self._count(base + extra)
+
+        return TrackRecord(
+            finished=await count(),
+            rejected=await count(ProposalStatus.REJECTED),
+            rolled_back=await count(ProposalStatus.ROLLED_BACK, ProposalStatus.NEEDS_MANUAL_INTERVENTION),
+            unresolved=await count(ProposalStatus.COMPLETED_UNRESOLVED),
+        )
+
+    async def recent_changes(
+        self, service: str, window: timedelta, now: datetime, exclude: str = ""
+    ) -> list[RecentChange]:
+        query = (
+            f"TaskQueue = {_quote(self.task_queue)} AND InterlockService = {_quote(service)}"
+            f" AND InterlockStatus IN {_statuses(EXECUTED)}"
+            f" AND (ExecutionStatus = 'Running' OR CloseTime > {_quote(_stamp(now - window))})"
+        )
+        changes: list[RecentChange] = []
+        try:
+            async for wf in self.client.list_workflows(query, limit=MAX_CHANGE_RECORDS):
+                if wf.id == exclude:
+                    continue
+                attrs = wf.search_attributes
+                changes.append(
+                    RecentChange(
+                        proposal_id=wf.id,
+                        action=str((attrs.get("InterlockAction") or ["?"])[0]),
+                        status=str((attrs.get("InterlockStatus") or ["?"])[0]),
+                        at=wf.close_time,
+                    )
+                )
+        except RPCError as err:
+            raise RecordsUnavailable(f"visibility query failed: {err.message}") from err
+        return changes
+
+    async def change_records(self, service: str) -> list[dict[str, Any]]:
+        """Deploys Interlock ran on `service`, in the shape the `changes` connector reads:
+        {"release", "status", "finished_at", "proposal_id"}. Only finished proposals count."""
+        query = (
+            f"TaskQueue = {_quote(self.task_queue)} AND InterlockService = {_quote(service)}"
+            f" AND InterlockStatus IN {_statuses(EXECUTED)} AND ExecutionStatus != 'Running'"
+        )
+        records: list[dict[str, Any]] = []
+        async for wf in self.client.list_workflows(query, limit=MAX_CHANGE_RECORDS):
+            handle = self.client.get_workflow_handle(wf.id, run_id=wf.run_id, result_type=ProposalState)
+            state = await handle.result()
+            execution = state.execution
+            release = (execution.facts.get("release") if execution else None) or (
+                state.proposal.parameters.get("release")
+            )
+            if execution is None or not release:
+                continue
+            deployed = execution.ok and state.status in (
+                ProposalStatus.COMPLETED,
+                ProposalStatus.COMPLETED_UNRESOLVED,
+            )
+            records.append(
+                {
+                    "release": release,
+                    "status": "completed" if deployed else state.status.value,
+                    "finished_at": execution.finished_at,
+                    "proposal_id": state.proposal.proposal_id,
+                    "action": state.proposal.action,
+                }
+            )
+        return records
