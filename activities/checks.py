@@ -57,6 +57,7 @@ class ProposalChecks:
             approval_timeout_seconds=(
                 action.approval_timeout.total_seconds() if action.approval_timeout else None
             ),
+            history_event_limit=self.settings.history_event_limit,
             governance=Governance.from_policy(
                 policy,
                 proposal.action,

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -48,6 +47,15 @@ def _mount_optional() -> None:
 
     app.add_typer(audit_app, name="audit", help="The tamper-evident audit trail.")
     app.command(name="metrics")(metrics_command)
+    from interlock.api.server import api_command
+
+    app.command(name="api")(api_command)
+    from interlock.config_cli import config_app
+
+    app.add_typer(config_app, name="config")
+    from interlock.db_cli import db_app
+
+    app.add_typer(db_app, name="db")
 
 
 _mount_optional()
@@ -69,11 +77,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def settings() -> Settings:
+    from interlock.settings import SettingsError, load_settings
+
     try:
-        return Settings()
-    except ValidationError as exc:
-        problems = [f"{e['loc'][0] if e['loc'] else '?'}: {e['msg']}" for e in exc.errors()]
-        fail("invalid setting: " + "; ".join(problems), 2)
+        return load_settings()
+    except SettingsError as exc:
+        fail(str(exc), 2)
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -121,13 +130,19 @@ def up(
 
 
 @app.command()
-def worker() -> None:
-    """Run only a worker against TEMPORAL_ADDRESS (for production)."""
+def worker(
+    alive: Annotated[
+        bool, typer.Option("--alive", help="Exit 0 if this host's worker is polling (health check).")
+    ] = False,
+) -> None:
+    """Run only a worker against TEMPORAL_ADDRESS (for production); SIGTERM stops it gracefully."""
     import logging
 
-    from worker.main import run_worker
+    from worker.main import is_alive, run_worker
 
     s = settings()
+    if alive:
+        raise typer.Exit(0 if is_alive(s) else 1)
     logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         run(lambda: run_worker(s))
