@@ -273,3 +273,9 @@ def test_the_restricted_role_cannot_change_audit_rows() -> None:
     # And nothing broader that would cover it.
     assert not [g for g in grants(sql) if re.search(r"ALL\s+TABLES", g, flags=re.IGNORECASE)]
     assert "interlock/audit/roles.sql" in " ".join(SERVICES["interlock-grants"]["volumes"])
+
+
+def test_the_production_docs_document_every_variable() -> None:
+    docs = (ROOT / "docs" / "production.md").read_text()
+    missing = sorted(v for v in KNOWN if f"| `{v}` |" not in docs)
+    assert not missing, f"docs/production.md has no row for {missing}"
