@@ -169,7 +169,9 @@ async def _touch_while_running(worker: InterlockWorker, path: Path) -> None:
     while True:
         if worker.is_running:
             path.touch()
-        await asyncio.sleep(ALIVE_EVERY_SECONDS)
+            await asyncio.sleep(ALIVE_EVERY_SECONDS)
+        else:
+            await asyncio.sleep(0.2)  # starting up: touch as soon as both workers poll
 
 
 def main() -> None:
