@@ -49,7 +49,9 @@ async def test_decisions_and_nonces_survive_continue_as_new(
             assert signals < LIMIT, "the workflow never continued as new"
             await asyncio.sleep(0)
         history = await client.get_workflow_handle(proposal.proposal_id, run_id=first_run).fetch_history()
-        assert len(history.events) <= LIMIT + 10
+        # It ran up to the limit, then stopped growing: signals arriving while the workflow task
+        # that continues as new runs add a few events more, never an unbounded number.
+        assert LIMIT <= len(history.events) < LIMIT + 40
         old = await client.get_workflow_handle(proposal.proposal_id, run_id=first_run).describe()
         assert old.raw_description.workflow_execution_info.status == (
             WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW
