@@ -55,6 +55,12 @@ def _mount_optional() -> None:
     app.add_typer(tokens_app, name="tokens", help="Recommender tokens for the HTTP intake.")
     app.command(name="api")(api_command)
     app.command(name="demo")(demo_command)
+    from interlock.config_cli import config_app
+
+    app.add_typer(config_app, name="config")
+    from interlock.db_cli import db_app
+
+    app.add_typer(db_app, name="db")
 
 
 _mount_optional()
@@ -76,11 +82,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def settings() -> Settings:
+    from interlock.settings import SettingsError, load_settings
+
     try:
-        return Settings()
-    except ValidationError as exc:
-        problems = [f"{e['loc'][0] if e['loc'] else '?'}: {e['msg']}" for e in exc.errors()]
-        fail("invalid setting: " + "; ".join(problems), 2)
+        return load_settings()
+    except SettingsError as exc:
+        fail(str(exc), 2)
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -145,13 +152,19 @@ def up(
 
 
 @app.command()
-def worker() -> None:
-    """Run only a worker against TEMPORAL_ADDRESS (for production)."""
+def worker(
+    alive: Annotated[
+        bool, typer.Option("--alive", help="Exit 0 if this host's worker is polling (health check).")
+    ] = False,
+) -> None:
+    """Run only a worker against TEMPORAL_ADDRESS (for production); SIGTERM stops it gracefully."""
     import logging
 
-    from worker.main import run_worker
+    from worker.main import is_alive, run_worker
 
     s = settings()
+    if alive:
+        raise typer.Exit(0 if is_alive(s) else 1)
     logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         run(lambda: run_worker(s))

@@ -16,7 +16,10 @@ from interlock.models import (
     DecisionKind,
     DecisionRecord,
     EvidenceReport,
+    Pause,
     PlaybookResult,
+    ProposalState,
+    RemediationInput,
     RiskTier,
     ServiceFacts,
 )
@@ -146,3 +149,33 @@ class Assessment(BaseModel):
     evidence_max_age_seconds: float | None = None
     # The action's settle time: how long the evidence may take to clear after a run.
     settle_seconds: float | None = None
+    # The worker's INTERLOCK_HISTORY_EVENT_LIMIT, fixed in history for this proposal.
+    history_event_limit: int | None = None
+
+
+class ApprovalWait(BaseModel):
+    """A proposal still awaiting approval, carried into a fresh run by continue-as-new.
+
+    Everything the gate decides on travels: decisions (bound to their plan hash), the nonces of
+    signed tokens already used (a token cannot be replayed into the new run), pauses and deadlines.
+    """
+
+    state: ProposalState
+    governance: Governance
+    nonces: list[str]
+    pauses: list[Pause]
+    approval_timeout_seconds: float | None = None
+    escalate_at: datetime
+    expire_at: datetime
+    audit_seq: int
+    history_event_limit: int
+    runs: int = 1
+    # The checks' assessment (evidence ages, settle time) and the duplicates already attached.
+    assessment: Assessment | None = None
+    duplicate_ids: list[str] = []
+
+
+class RemediationRun(RemediationInput):
+    """The workflow's input: a new proposal, or one continued from an earlier run."""
+
+    continued: ApprovalWait | None = None

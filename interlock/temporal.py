@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -9,7 +10,7 @@ from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client, TLSConfig
+from temporalio.client import Client, Interceptor, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from interlock import search
@@ -23,13 +24,28 @@ class TemporalUnavailable(RuntimeError):
 
 
 async def connect(settings: Settings) -> Client:
+    from interlock.telemetry import configure_tracing
+
     tls: TLSConfig | bool = False
     if settings.temporal_tls_cert and settings.temporal_tls_key:
         tls = TLSConfig(
             client_cert=settings.temporal_tls_cert.read_bytes(),
             client_private_key=settings.temporal_tls_key.read_bytes(),
         )
+    if settings.temporal_tls_ca or settings.temporal_tls_server_name:
+        base = tls if isinstance(tls, TLSConfig) else TLSConfig()
+        tls = dataclasses.replace(
+            base,
+            server_root_ca_cert=settings.temporal_tls_ca.read_bytes() if settings.temporal_tls_ca else None,
+            domain=settings.temporal_tls_server_name,
+        )
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+    interceptors: list[Interceptor] = []
+    if configure_tracing(settings):
+        from temporalio.contrib.opentelemetry import TracingInterceptor
+
+        # On the client it also reaches the workers built from it: workflow and activity spans.
+        interceptors.append(TracingInterceptor())
     try:
         return await Client.connect(
             settings.temporal_address,
@@ -37,6 +53,7 @@ async def connect(settings: Settings) -> Client:
             data_converter=pydantic_data_converter,
             tls=tls if not api_key else (tls or True),
             api_key=api_key,
+            interceptors=interceptors,
         )
     except RuntimeError as exc:
         detail = "connection refused" if "refused" in str(exc).lower() else str(exc)[:200]

@@ -1,11 +1,22 @@
-"""Worker wiring: the remediation and dedup claim workflows and their activities on one task queue."""
+"""Worker wiring: the remediation and dedup claim workflows, their activities, and the playbook queue.
+
+Two Temporal workers share one process. The main one polls the proposal task queue (workflows,
+checks, audit, notifications). The playbook one polls `<queue>.playbooks` and takes at most
+INTERLOCK_MAX_CONCURRENT_PLAYBOOKS tasks, so a worker never accepts more Ansible runs than it has
+cores for: the rest stay on the queue for another worker instead of waiting here.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from temporalio.client import Client
@@ -18,9 +29,67 @@ from activities.checks import ProposalChecks
 from activities.gate import GateActivities
 from interlock.settings import Settings
 from workflows.dedup import DedupClaimWorkflow
-from workflows.remediation import RemediationWorkflow
+from workflows.remediation import RemediationWorkflow, playbook_task_queue
 
 log = logging.getLogger(__name__)
+ALIVE_EVERY_SECONDS = 10.0
+
+
+def alive_file(settings: Settings) -> Path:
+    return settings.home_dir / "worker.alive"
+
+
+def is_alive(settings: Settings) -> bool:
+    """The worker in this state folder touched its alive file lately (both pollers running)."""
+    try:
+        age = time.time() - alive_file(settings).stat().st_mtime
+    except OSError:
+        return False
+    return age < 3 * ALIVE_EVERY_SECONDS
+
+
+class InterlockWorker:
+    """The main worker and the playbook worker, run and stopped together."""
+
+    def __init__(self, main: Worker, playbooks: Worker):
+        self.main = main
+        self.playbooks = playbooks
+        self._workers = (main, playbooks)
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(w.run()) for w in self._workers]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # One stopped (shutdown, or a fatal error): stop the other, then surface any error.
+            if not all(t.done() for t in tasks):
+                await self.shutdown()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
+
+    @property
+    def is_running(self) -> bool:
+        return all(w.is_running for w in self._workers)
+
+    async def shutdown(self) -> None:
+        """Stop polling; running activities get the grace period to finish, then are handed back."""
+        await asyncio.gather(*(w.shutdown() for w in self._workers if w.is_running))
+
+    async def __aenter__(self) -> InterlockWorker:
+        for w in self._workers:
+            await w.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for w in reversed(self._workers):
+            await w.__aexit__(exc_type, exc, tb)
 
 
 def build_worker(
@@ -30,36 +99,47 @@ def build_worker(
     *,
     run_playbook: Callable[..., Any] | None = None,
     **worker_options: Any,
-) -> Worker:
-    """The production worker; `run_playbook` swaps in a stand-in for the Ansible activity.
+) -> InterlockWorker:
+    """The production worker pair; `run_playbook` swaps in a stand-in for the Ansible activity.
 
     Only the benchmarks use it (bench/noop.py, a labelled no-op of the same name and shape),
-    to measure the engine without Ansible; `worker_options` go to temporalio's Worker.
+    to measure the engine without Ansible; `worker_options` go to the main temporalio Worker.
     """
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    queue = task_queue or settings.task_queue
     checks = ProposalChecks(settings, client)
     playbooks = PlaybookRunner(settings)
+    run = run_playbook or playbooks.run_playbook
     gate = GateActivities(settings)
     audit = AuditRecorder(settings)
-    return Worker(
+    grace = timedelta(seconds=settings.shutdown_grace_seconds)
+    main = Worker(
         client,
-        task_queue=task_queue or settings.task_queue,
+        task_queue=queue,
         workflows=[RemediationWorkflow, DedupClaimWorkflow],
         workflow_runner=workflow_runner(),
         activities=[
             checks.check_proposal,
             checks.recheck_evidence,
-            run_playbook or playbooks.run_playbook,
+            # Proposals started before the playbook queue existed still schedule their
+            # playbooks here; PlaybookRunner's own semaphore bounds those.
+            run,
             gate.precheck,
             gate.notify,
             audit.record_event,
         ],
-        # PlaybookRunner bounds Ansible runs itself (max_concurrent_playbooks); this bounds
-        # the cheap activities around them.
-        max_concurrent_activities=settings.max_concurrent_playbooks + 8,
-        graceful_shutdown_timeout=timedelta(seconds=30),
+        max_concurrent_activities=settings.max_concurrent_activities,
+        graceful_shutdown_timeout=grace,
         **worker_options,
     )
+    playbook_worker = Worker(
+        client,
+        task_queue=playbook_task_queue(queue),
+        activities=[run],
+        max_concurrent_activities=settings.max_concurrent_playbooks,
+        graceful_shutdown_timeout=grace,
+    )
+    return InterlockWorker(main, playbook_worker)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -73,12 +153,55 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 
 async def run_worker(settings: Settings) -> None:
-    from interlock.temporal import connect
+    """Poll until SIGTERM or SIGINT, then shut down gracefully (what `interlock worker` runs)."""
+    from interlock.telemetry import shutdown_tracing
+    from interlock.temporal import connect, ensure_search_attributes
 
     client = await connect(settings)
+    try:
+        await ensure_search_attributes(client)
+    except Exception as exc:  # noqa: BLE001 - Temporal Cloud registers them with tcld, not the SDK
+        log.warning("could not register search attributes (%s); register them as the operator", exc)
     worker = build_worker(client, settings)
-    log.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_address)
-    await worker.run()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    running = asyncio.create_task(worker.run())
+    log.info(
+        "worker polling %s and %s at %s (up to %d playbooks at once)",
+        settings.task_queue,
+        playbook_task_queue(settings.task_queue),
+        settings.temporal_address,
+        settings.max_concurrent_playbooks,
+    )
+    stop = asyncio.create_task(stopping.wait())
+    beat = asyncio.create_task(_touch_while_running(worker, alive_file(settings)))
+    try:
+        await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping.is_set():
+            log.info("stopping: running activities get %ss to finish", settings.shutdown_grace_seconds)
+            await worker.shutdown()
+        await running
+        log.info("worker stopped")
+    finally:
+        stop.cancel()
+        beat.cancel()
+        alive_file(settings).unlink(missing_ok=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        with contextlib.suppress(Exception):
+            shutdown_tracing()
+
+
+async def _touch_while_running(worker: InterlockWorker, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        if worker.is_running:
+            path.touch()
+            await asyncio.sleep(ALIVE_EVERY_SECONDS)
+        else:
+            await asyncio.sleep(0.2)  # starting up: touch as soon as both workers poll
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ Deterministic orchestration only: every side effect is an activity.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -15,7 +16,15 @@ from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from interlock.audit.events import AuditEventIn, EventKind
-    from interlock.governance import AUTO_APPROVER, Assessment, Governance, plan_hash, quorum
+    from interlock.governance import (
+        AUTO_APPROVER,
+        ApprovalWait,
+        Assessment,
+        Governance,
+        RemediationRun,
+        plan_hash,
+        quorum,
+    )
     from interlock.models import (
         AttachDuplicate,
         DecisionInput,
@@ -34,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
         PrecheckResult,
         ProposalState,
         ProposalStatus,
-        RemediationInput,
         RiskTier,
         Stage,
         TimelineEntry,
@@ -64,6 +72,16 @@ AUDIT_RETRY = RetryPolicy(
 MAX_RECORDED_DUPLICATES = 50
 
 
+# Continue-as-new while awaiting approval past this many events (Temporal warns at 10,240).
+DEFAULT_HISTORY_EVENT_LIMIT = 5000
+PLAYBOOK_QUEUE_PATCH = "playbooks-on-own-task-queue"
+
+
+def playbook_task_queue(task_queue: str) -> str:
+    """Playbooks run on their own queue, so each worker can bound them to its cores."""
+    return f"{task_queue}.playbooks"
+
+
 def evidence_items(assessment: Assessment) -> list:
     return list(assessment.evidence.items) if assessment.evidence else []
 
@@ -82,6 +100,9 @@ class RemediationWorkflow:
         self._audit_seq = 0
         self._duplicate_ids: set[str] = set()
         self._assessment = Assessment(ok=False, reasons=[], policy_version="")
+        self._history_limit = DEFAULT_HISTORY_EVENT_LIMIT
+        self._runs = 1
+        self._announced = False
 
     @property
     def state(self) -> ProposalState:
@@ -101,9 +122,11 @@ class RemediationWorkflow:
     # --- The lifecycle -------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, inp: RemediationInput) -> ProposalState:
+    async def run(self, inp: RemediationRun) -> ProposalState:
         proposal = inp.proposal
         self._search_attributes = inp.search_attributes
+        if inp.continued is not None:
+            return await self._continue_waiting(inp.continued)
         self._state = ProposalState(
             proposal=proposal,
             workflow_id=workflow.info().workflow_id,
@@ -138,6 +161,7 @@ class RemediationWorkflow:
             prefix = ["security: outside the recommender's scope"] if assessment.security_violation else []
             return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, prefix + assessment.reasons)
         self._gov = assessment.governance
+        self._history_limit = assessment.history_event_limit or DEFAULT_HISTORY_EVENT_LIMIT
         if assessment.approval_timeout_seconds:
             self._approval_timeout = timedelta(seconds=assessment.approval_timeout_seconds)
         self.state.freezes = list(self.gov.freezes)
@@ -197,6 +221,11 @@ class RemediationWorkflow:
 
         deadline_escalate = workflow.now() + self._rule_escalate_after()
         deadline_expire = workflow.now() + self._expire_after()
+        return await self._gate_then_execute(deadline_escalate, deadline_expire)
+
+    async def _gate_then_execute(
+        self, deadline_escalate: datetime, deadline_expire: datetime
+    ) -> ProposalState:
         while True:
             outcome = await self._await_decision(deadline_escalate, deadline_expire)
             if outcome is not None:
@@ -251,19 +280,28 @@ class RemediationWorkflow:
             return await self._finish_rejected()
         if self._quorum_met():
             return None
-        self._set_status(ProposalStatus.AWAITING_APPROVAL)
-        self.state.waiting_for = self._missing()
+        if not self._announced:
+            self._set_status(ProposalStatus.AWAITING_APPROVAL)
+            self.state.waiting_for = self._missing()
+            self._notify("awaiting_approval", f"Approval needed: {self._headline()}")
+        self._announced = False
         workflow.set_current_details(approval_details(self.state))
-        self._notify("awaiting_approval", f"Approval needed: {self._headline()}")
         while True:
             now = workflow.now()
             deadline = deadline_expire if self.state.escalated else min(deadline_escalate, deadline_expire)
             try:
                 await workflow.wait_condition(
-                    lambda: self._rejected() or self._quorum_met(),
+                    lambda: self._rejected() or self._quorum_met() or self._history_full(),
                     timeout=max(deadline - now, timedelta(seconds=1)),
                 )
-                break
+                if self._rejected() or self._quorum_met():
+                    break
+                # A long wait: hand the pending decisions to a fresh run before history grows
+                # near Temporal's limits. Decisions in flight land first.
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self._rejected() or self._quorum_met():
+                    break
+                await self._continue_as_new(deadline_escalate, deadline_expire)
             except TimeoutError:
                 if deadline >= deadline_expire:
                     # A timeout never approves.
@@ -483,6 +521,12 @@ class RemediationWorkflow:
         handle = workflow.start_activity(
             "run_playbook",
             run,
+            # Versioned: proposals started before the playbook queue existed keep the main queue.
+            task_queue=(
+                playbook_task_queue(workflow.info().task_queue)
+                if workflow.patched(PLAYBOOK_QUEUE_PATCH)
+                else None
+            ),
             result_type=PlaybookResult,
             start_to_close_timeout=timedelta(minutes=15),
             heartbeat_timeout=timedelta(seconds=15),
@@ -545,6 +589,67 @@ class RemediationWorkflow:
         # Let in-flight Update handlers return their answer before the workflow closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.state
+
+    # --- Continue-as-new during long approval waits -----------------------------------------
+
+    def _history_full(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= self._history_limit
+
+    async def _continue_as_new(self, deadline_escalate: datetime, deadline_expire: datetime) -> NoReturn:
+        for note in self._notifications:
+            try:
+                await note
+            except ActivityError:
+                workflow.logger.warning("a notification could not be delivered")
+        self.state.timeline.append(
+            TimelineEntry(
+                at=workflow.now(),
+                status=self.state.status,
+                note=f"history at {workflow.info().get_current_history_length()} events: "
+                f"continued as run {self._runs + 1}, decisions carried",
+            )
+        )
+        workflow.continue_as_new(
+            RemediationRun(
+                proposal=self.state.proposal,
+                submitted_at=self.state.submitted_at,
+                search_attributes=self._search_attributes,
+                continued=ApprovalWait(
+                    state=self.state,
+                    governance=self.gov,
+                    nonces=sorted(self._nonces),
+                    pauses=self._pauses,
+                    approval_timeout_seconds=(
+                        self._approval_timeout.total_seconds() if self._approval_timeout else None
+                    ),
+                    escalate_at=deadline_escalate,
+                    expire_at=deadline_expire,
+                    audit_seq=self._audit_seq,
+                    history_event_limit=self._history_limit,
+                    runs=self._runs + 1,
+                    assessment=self._assessment,
+                    duplicate_ids=sorted(self._duplicate_ids),
+                ),
+            )
+        )
+
+    async def _continue_waiting(self, carried: ApprovalWait) -> ProposalState:
+        """The same proposal in a fresh run: restore the gate and keep waiting, silently."""
+        self._state = carried.state
+        self._gov = carried.governance
+        self._nonces = set(carried.nonces)
+        self._pauses = list(carried.pauses)
+        if carried.approval_timeout_seconds:
+            self._approval_timeout = timedelta(seconds=carried.approval_timeout_seconds)
+        self._audit_seq = carried.audit_seq
+        self._history_limit = carried.history_event_limit
+        self._runs = carried.runs
+        if carried.assessment is not None:
+            self._assessment = carried.assessment
+        self._duplicate_ids = set(carried.duplicate_ids)
+        self._announced = True  # the approvers were notified by the first run
+        return await self._gate_then_execute(carried.escalate_at, carried.expire_at)
 
     # --- Small helpers ---------------------------------------------------------------------
 
