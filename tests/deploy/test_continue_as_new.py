@@ -13,6 +13,7 @@ import pytest
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import Client
 
+from interlock.lab import Lab
 from interlock.models import DecisionInput, Pause, PauseScope, ProposalStatus, RiskTier
 from interlock.proposals import DecisionRefused, decide, get_state, sign_decision
 from interlock.settings import Settings
@@ -23,7 +24,7 @@ LIMIT = 120
 
 
 async def test_decisions_and_nonces_survive_continue_as_new(
-    client: Client, settings: Settings, task_queue: str
+    client: Client, settings: Settings, task_queue: str, checkout_degraded: Lab
 ) -> None:
     small = settings.model_copy(update={"history_event_limit": LIMIT})
     proposal = make_proposal(settings, "change_access")

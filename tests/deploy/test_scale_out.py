@@ -116,6 +116,8 @@ async def test_two_workers_share_proposals_and_survive_a_kill_mid_playbook(
     workers = [start_worker(settings, task_queue, log) for log in logs]
     killed: subprocess.Popen[bytes] | None = None
     try:
+        for service in RESTARTED:  # the incidents the proposals' evidence points at
+            fresh_lab.degrade(service)
         proposals = [make_proposal(settings, "restart_service", service=s) for s in RESTARTED]
         proposals.append(make_proposal(settings, "change_access"))  # grants dana payments-oncall
         states = await asyncio.gather(*(propose(client, settings, task_queue, p) for p in proposals))
@@ -153,6 +155,7 @@ async def test_sigterm_lets_the_running_playbook_finish(
 ) -> None:
     log = tmp_path / "worker.log"
     worker = start_worker(settings, task_queue, log, INTERLOCK_SHUTDOWN_GRACE="120")
+    fresh_lab.degrade("checkout-api")
     proposal = make_proposal(settings, "restart_service")
     try:
         await propose(client, settings, task_queue, proposal)

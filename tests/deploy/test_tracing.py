@@ -19,6 +19,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from temporalio.client import Client
 
+from interlock.lab import Lab
 from interlock.models import ProposalStatus
 from interlock.settings import Settings
 from tests.conftest import cli_env
@@ -70,7 +71,8 @@ def collector() -> Iterator[Collector]:
 
 
 async def test_a_worker_sends_activity_spans_to_the_collector(
-    client: Client, settings: Settings, task_queue: str, collector: Collector, tmp_path: Path
+    client: Client, settings: Settings, task_queue: str, collector: Collector, tmp_path: Path,
+    checkout_degraded: Lab,
 ) -> None:
     interlock = str(Path(sys.executable).parent / "interlock")
     env = cli_env(settings, task_queue) | {

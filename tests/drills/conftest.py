@@ -49,6 +49,10 @@ def drill_lab(tmp_path: Path) -> Iterator[Lab]:
     lab = Lab(tmp_path / "lab")
     lab.create(services=dict.fromkeys(SERVICES, 0))
     lab.start()
+    # An incident on every service, so each restart proposal's evidence is confirmed at its
+    # source (the lab's health endpoint and alerts), as in production.
+    for service in SERVICES:
+        lab.degrade(service)
     try:
         yield lab
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from interlock.lab import Lab
 from interlock.policy import load_policy
 from interlock.settings import Settings
 
@@ -45,3 +46,10 @@ def governed(settings: Settings, tmp_path: Path) -> Callable[..., Settings]:
         return made
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def incident(alerting_lab: Lab) -> Lab:
+    """Every governance test starts from the lab's starting state with checkout-api degraded:
+    the example proposals' evidence is then confirmed at its sources, as in production."""
+    return alerting_lab
