@@ -207,6 +207,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         lab.create()
         lab.start()
+        lab.degrade("checkout-api")  # the incident every benchmark proposal's evidence cites
         ctx = BenchContext(
             workdir=workdir,
             server=server,

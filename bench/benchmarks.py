@@ -464,6 +464,7 @@ async def bench_ansible(ctx: BenchContext) -> list[Figure]:
     async with real_worker(ctx) as queue:
         for _ in range(sizes.ansible_runs):
             plain_check.append(await asyncio.to_thread(plain_ansible, ctx, Stage.PREVIEW, new_id("plain")))
+            ctx.lab.degrade("checkout-api")  # each run's restart clears the incident
             pid = new_id("fr")
             t0 = time.time()
             await start_proposal(ctx, queue, pid)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -115,7 +116,12 @@ def make_settings(home: Path, lab_root: Path, address: str, **overrides: object)
     home.mkdir(parents=True, exist_ok=True)
     policy = home / "policy.yaml"
     if not policy.exists():
-        policy.write_text(default_policy_text())
+        # The default policy without the actions' settle time: a NO-OP playbook cannot clear
+        # the incident, so the post-run wait for the evidence to clear is not benchmarked.
+        doc = yaml.safe_load(default_policy_text())
+        for action in doc["actions"].values():
+            action.pop("settle_time", None)
+        policy.write_text(yaml.safe_dump(doc, sort_keys=False))
     ensure_dev_keys(policy, home / "keys")
     values: dict[str, object] = {
         "home": home,
