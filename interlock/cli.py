@@ -48,6 +48,9 @@ def _mount_optional() -> None:
 
     app.add_typer(audit_app, name="audit", help="The tamper-evident audit trail.")
     app.command(name="metrics")(metrics_command)
+    from interlock.tracing import trace_command
+
+    app.command(name="trace")(trace_command)
 
 
 _mount_optional()
@@ -110,11 +113,16 @@ def up(
     external: Annotated[
         bool, typer.Option("--external", help="Use the server at TEMPORAL_ADDRESS; start none.")
     ] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Port of the Prometheus /metrics endpoint (0: off).")
+    ] = None,
 ) -> None:
     """Start the embedded stack: Temporal dev server, worker and lab. Ctrl-C stops it all."""
     from interlock.stack import run_stack
 
     s = settings()
+    if metrics_port is not None:
+        s = s.model_copy(update={"metrics_port": metrics_port})
     if not external:
         s = s.model_copy(update={"temporal_address": f"localhost:{port}"})
     run(lambda: run_stack(s, port=port, ui_port=ui_port, external=external, console=out))
@@ -252,16 +260,20 @@ def show(proposal_id: str, json_out: JsonFlag = False) -> None:
     """Everything about one proposal: evidence, risk factors, preview, decisions, timeline."""
     from interlock.proposals import get_state
     from interlock.temporal import connect
+    from interlock.tracing import proposal_trace_ids
 
     s = settings()
 
     async def body() -> None:
         client = await connect(s)
         state = await get_state(client, proposal_id)
+        traces = await asyncio.to_thread(proposal_trace_ids, s, proposal_id)
         if json_out:
-            print_json(state.model_dump(mode="json"))
+            print_json({**state.model_dump(mode="json"), "trace_ids": traces})
         else:
             render_state(state)
+            if traces:
+                out.print(f"\nTrace: {', '.join(traces)}  (interlock trace {proposal_id})", markup=False)
 
     run(body)
 

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=_env("INTERLOCK_MAX_CONCURRENT_PLAYBOOKS"),
     )
+    # `interlock up` serves the governance metrics at http://127.0.0.1:PORT/metrics; 0 turns it off.
+    metrics_port: int = Field(9464, ge=0, le=65535, validation_alias=_env("INTERLOCK_METRICS_PORT"))
     otlp_endpoint: str | None = Field(None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
     log_level: str = Field("INFO", validation_alias=_env("INTERLOCK_LOG_LEVEL"))
 

@@ -85,6 +85,7 @@ def prepare_home(settings: Settings) -> None:
 async def run_stack(
     settings: Settings, *, port: int, ui_port: int, external: bool, console: Console
 ) -> None:
+    from interlock.audit.exporter import serve_metrics
     from interlock.lab import Lab
     from worker.main import build_worker
 
@@ -121,6 +122,7 @@ async def run_stack(
 
         worker = build_worker(client, settings)
         worker_task = asyncio.create_task(worker.run())
+        metrics_task = asyncio.create_task(serve_metrics(settings))  # noqa: F841 (ends with the loop)
 
         ui = f"http://localhost:{ui_port}" if not external else "(your server's Web UI)"
         console.print(

@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from interlock import search
 from interlock.settings import Settings
+from interlock.tracing import tracing_interceptor
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ async def connect(settings: Settings) -> Client:
             data_converter=pydantic_data_converter,
             tls=tls if not api_key else (tls or True),
             api_key=api_key,
+            # One trace per proposal: submission, the workflow and its activities share it.
+            interceptors=[tracing_interceptor(settings)],
         )
     except RuntimeError as exc:
         detail = "connection refused" if "refused" in str(exc).lower() else str(exc)[:200]

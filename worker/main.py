@@ -6,28 +6,38 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from opentelemetry.trace import Tracer
 from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
 
 from activities.ansible import PlaybookRunner
 from activities.audit import AuditRecorder
 from activities.checks import ProposalChecks
 from activities.gate import GateActivities
+from interlock import tracing
 from interlock.settings import Settings
 from workflows.remediation import RemediationWorkflow
 
 log = logging.getLogger(__name__)
 
 
-def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
+def build_worker(
+    client: Client, settings: Settings, task_queue: str | None = None, tracer: Tracer | None = None
+) -> Worker:
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    tracer = tracer or tracing.tracer(settings)
     checks = ProposalChecks(settings)
-    playbooks = PlaybookRunner(settings)
+    playbooks = PlaybookRunner(settings, tracer)
     gate = GateActivities(settings)
     audit = AuditRecorder(settings)
+    # A client connected by interlock.temporal already traces, and its interceptors apply to
+    # the worker too: adding another would record every span twice.
+    traced = any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
+        interceptors=[] if traced else [TracingInterceptor(tracer)],
         workflows=[RemediationWorkflow],
         activities=[
             checks.check_proposal,
