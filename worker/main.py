@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 
 from opentelemetry.trace import Tracer
 from temporalio.client import Client
@@ -22,6 +23,20 @@ from workflows.remediation import RemediationWorkflow
 log = logging.getLogger(__name__)
 
 
+class InterlockWorker(Worker):
+    """A Worker that closes the audit store's connections once it has stopped."""
+
+    def __init__(self, *args: Any, audit: AuditRecorder, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._audit = audit
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            self._audit.close()
+
+
 def build_worker(
     client: Client, settings: Settings, task_queue: str | None = None, tracer: Tracer | None = None
 ) -> Worker:
@@ -34,7 +49,7 @@ def build_worker(
     # A client connected by interlock.temporal already traces, and its interceptors apply to
     # the worker too: adding another would record every span twice.
     traced = any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
-    return Worker(
+    return InterlockWorker(
         client,
         task_queue=task_queue or settings.task_queue,
         interceptors=[] if traced else [TracingInterceptor(tracer)],
@@ -50,6 +65,7 @@ def build_worker(
         # the cheap activities around them.
         max_concurrent_activities=settings.max_concurrent_playbooks + 8,
         graceful_shutdown_timeout=timedelta(seconds=30),
+        audit=audit,
     )
 
 

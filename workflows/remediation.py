@@ -261,6 +261,7 @@ class RemediationWorkflow:
                     )
                 )
                 self._notify("escalation", f"Escalated to {group}: {self._headline()}", group)
+                await self._audit(EventKind.ESCALATED, data={"to": group, "missing": self._missing()})
         if self._rejected():
             last = next(d for d in self.state.decisions if d.decision is DecisionKind.REJECT)
             return await self._finish(
@@ -299,7 +300,9 @@ class RemediationWorkflow:
         if self._active_pauses():
             self._set_status(ProposalStatus.PAUSED, self._pause_note())
             workflow.set_current_details(approval_details(self.state))
+            await self._audit(EventKind.PAUSED, data={"note": self._pause_note()})
             await workflow.wait_condition(lambda: not self._active_pauses())
+            await self._audit(EventKind.RESUMED)
             return "resumed"
         return None
 

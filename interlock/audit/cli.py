@@ -356,6 +356,9 @@ def reconcile(
     since: Annotated[
         str | None, typer.Option("--since", help="Only proposals started in this window (24h, 7d).")
     ] = None,
+    workflow_ids: Annotated[
+        list[str] | None, typer.Option("--workflow-id", help="Only this proposal (repeatable).")
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Compare the audit store with every history still on the server; record each difference.
@@ -364,6 +367,8 @@ def reconcile(
     a row the history never asked for) is recorded once as an `audit_exception` event, which the
     `audit exceptions` metric counts. Exit 1 when there is any.
     """
+    from temporalio.service import RPCError
+
     from interlock.audit.history import all_histories, compare, read_history, record_exceptions
 
     try:
@@ -375,9 +380,15 @@ def reconcile(
     async def fetch() -> list[Any]:
         from interlock.temporal import connect
 
-        return await all_histories(await connect(settings), window)
+        client = await connect(settings)
+        if workflow_ids:
+            return [await client.get_workflow_handle(w).fetch_history() for w in workflow_ids]
+        return await all_histories(client, window)
 
-    histories = _run(fetch())
+    try:
+        histories = _run(fetch())
+    except RPCError as exc:
+        fail(f"cannot fetch a history: {exc.message}")
     with opened_store() as store:
         diffs = []
         for history in histories:
