@@ -13,7 +13,7 @@ from temporalio.client import Client
 from interlock.audit import open_store
 from interlock.audit.metrics import compute_metrics
 from interlock.lab import Lab
-from interlock.models import DecisionInput, ProposalStatus
+from interlock.models import DecisionInput, Proposal, ProposalState, ProposalStatus
 from interlock.proposals import decide
 from interlock.settings import Settings
 from tests.audit.conftest import Backend
@@ -40,22 +40,31 @@ async def test_one_event_per_state_change(
     s = audit_settings(settings, tmp_path / "home", backend, SHORT_CLOCKS)
     policy = (s.home_dir / "policy.yaml").read_text()
     (s.home_dir / "policy.yaml").write_text(policy.replace("approval_timeout: 8h", "approval_timeout: 6s", 1))
-    approved = make_proposal(s, "restart_service")
+    # Each on a service of its own, so all four run at once.
+    approved = make_proposal(s, "restart_service", service="inventory-api")
     rejected = make_proposal(s, "rollback_deployment", parameters={"release": "v1"})
     expiring = make_proposal(s, "change_access")
     rolled_back = make_proposal(s, "rollback_deployment", parameters={"release": "v0"})
     task_queue = f"tq-{uuid.uuid4().hex[:12]}"
 
+    async def decided(proposal: Proposal, decision: str | None) -> ProposalState:
+        await propose(client, s, task_queue, proposal)
+        if decision == "approve":
+            await approve(client, proposal.proposal_id)
+        elif decision == "reject":
+            await decide(
+                client, proposal.proposal_id, "reject", DecisionInput(approver="bob", reason="not v1")
+            )
+        return await final(client, proposal.proposal_id)
+
     async with build_worker(client, s, task_queue):
-        await asyncio.gather(*(propose(client, s, task_queue, p) for p in (approved, rejected, expiring)))
-        await approve(client, approved.proposal_id)
-        await decide(client, rejected.proposal_id, "reject", DecisionInput(approver="bob", reason="not v1"))
-        done = {p.proposal_id: await final(client, p.proposal_id) for p in (approved, rejected)}
-        # After the restart: both change checkout-api, so one at a time.
-        await propose(client, s, task_queue, rolled_back)
-        await approve(client, rolled_back.proposal_id)
-        for p in (rolled_back, expiring):
-            done[p.proposal_id] = await final(client, p.proposal_id)
+        states = await asyncio.gather(
+            decided(approved, "approve"),
+            decided(rejected, "reject"),
+            decided(expiring, None),
+            decided(rolled_back, "approve"),
+        )
+    done = {state.proposal.proposal_id: state for state in states}
 
     expected = {
         approved.proposal_id: (
