@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 TRACES_FILE = "traces.jsonl"
 WORKFLOW_ID_ATTRIBUTE = "temporalWorkflowID"
+SUBMISSION_SPANS = {"StartWorkflow", "SignalWithStartWorkflow"}
 TASK_EVENTS = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",
@@ -193,8 +194,12 @@ def read_spans(path: Path) -> Iterator[dict[str, Any]]:
 def proposal_spans(path: Path, proposal_id: str, trace_ids: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Every span of the traces that belong to a proposal (workflow id = proposal id)."""
     spans = list(read_spans(path))
-    wanted = set(trace_ids)
-    wanted |= {s["trace_id"] for s in spans if s["attributes"].get(WORKFLOW_ID_ATTRIBUTE) == proposal_id}
+    ours = [s for s in spans if s["attributes"].get(WORKFLOW_ID_ATTRIBUTE) == proposal_id]
+    # The proposal's trace starts at its submission; each status query or decision a client
+    # sends is a short trace of its own, left out unless nothing else was recorded.
+    wanted = set(trace_ids) | {s["trace_id"] for s in ours if s["name"].split(":")[0] in SUBMISSION_SPANS}
+    if not wanted:
+        wanted = {s["trace_id"] for s in ours if "Query" not in s["name"]}
     return [s for s in spans if s["trace_id"] in wanted]
 
 

@@ -114,6 +114,8 @@ class HistoryFacts:
     timeline: list[TimelineItem] = field(default_factory=list)
     # The audit events the workflow asked to record and that were recorded (activity completed).
     audit_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every audit event the workflow asked for, recorded or still in flight.
+    audit_requested: set[str] = field(default_factory=set)
     tokens: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
     closed: bool = False
@@ -161,6 +163,9 @@ def read_history(history: WorkflowHistory) -> HistoryFacts:
         elif kind == "activity_task_scheduled_event_attributes":
             attrs = event.activity_task_scheduled_event_attributes
             scheduled[event.event_id] = (attrs.activity_type.name, _first(attrs.input))
+            inp = scheduled[event.event_id][1]
+            if attrs.activity_type.name == AUDIT_ACTIVITY and isinstance(inp, dict) and inp.get("event_id"):
+                facts.audit_requested.add(inp["event_id"])
             continue
         elif kind == "activity_task_completed_event_attributes":
             attrs = event.activity_task_completed_event_attributes
@@ -327,7 +332,11 @@ def compare(facts: HistoryFacts, store: AuditStore) -> list[Difference]:
                 )
             )
     for event_id, row in rows.items():
-        if event_id not in expected and row.kind != EventKind.AUDIT_EXCEPTION and _same_run(event_id, facts):
+        if (
+            event_id not in facts.audit_requested
+            and row.kind != EventKind.AUDIT_EXCEPTION
+            and _same_run(event_id, facts)
+        ):
             diffs.append(
                 Difference(
                     pid, "unknown", event_id, f"row {row.seq} ({row.kind}) is not in the workflow's history"
@@ -338,7 +347,7 @@ def compare(facts: HistoryFacts, store: AuditStore) -> list[Difference]:
 
 def _same_run(event_id: str, facts: HistoryFacts) -> bool:
     # Event ids are proposal/run_id/n/kind: only rows of the run this history covers are compared.
-    runs = {eid.split("/")[1] for eid in facts.audit_events if eid.count("/") >= 3}
+    runs = {eid.split("/")[1] for eid in facts.audit_requested if eid.count("/") >= 3}
     parts = event_id.split("/")
     return len(parts) >= 4 and parts[1] in runs
 
