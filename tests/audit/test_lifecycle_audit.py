@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 
 from interlock.audit import open_store
@@ -138,5 +139,5 @@ async def test_approved_and_rolled_back_proposals(
     assert (m["human_decisions"], m["human_rejections"], m["override_ratio"]) == (2, 0, 0.0)
     assert m["false_recommendation_ratio"] == 0.5  # the rolled-back one
     submitted, ended = events[0].at, events[-1].at
-    assert m["mttr_mean_seconds"] == (ended - submitted).total_seconds()
+    assert m["mttr_mean_seconds"] == pytest.approx((ended - submitted).total_seconds(), abs=1e-3)
     assert (m["escalated"], m["audit_exceptions"]) == (0, 0)
