@@ -17,7 +17,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ansible_runner
 from temporalio import activity
@@ -26,6 +26,10 @@ from temporalio.exceptions import ApplicationError
 from interlock.models import SAFE_NAME, PlaybookResult, PlaybookRun, Stage, TaskResult
 from interlock.policy import load_policy
 from interlock.settings import Settings
+from interlock.tracing import record_task_spans, tracer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,9 @@ def safe_vars(values: dict[str, str], what: str) -> dict[str, str]:
 
 
 class PlaybookRunner:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, tracer_: Tracer | None = None):
         self.settings = settings
+        self.tracer = tracer_ or tracer(settings)
         # One playbook per core at most: Ansible is CPU-bound on the worker.
         self._slots = asyncio.Semaphore(settings.max_concurrent_playbooks)
 
@@ -117,14 +122,27 @@ class PlaybookRunner:
                 suppress_env_files=True,
             )
 
-        await self._acquire_slot(run.stage)
-        try:
-            log.info("running %s (%s) for %s", playbook, run.stage.value, run.proposal_id)
-            runner = await self._run_heartbeating(execute, cancelled, run.stage)
-        finally:
-            self._slots.release()
-        tasks, facts = parse_events(runner.events)
-        status = str(runner.status)
+        # The stage's span, a child of the activity's; each task is a child of it.
+        with self.tracer.start_as_current_span(
+            f"stage: {run.stage.value}",
+            attributes={
+                "interlock.proposal_id": run.proposal_id,
+                "interlock.stage": run.stage.value,
+                "ansible.playbook": playbook,
+            },
+        ) as span:
+            await self._acquire_slot(run.stage)
+            try:
+                log.info("running %s (%s) for %s", playbook, run.stage.value, run.proposal_id)
+                runner = await self._run_heartbeating(execute, cancelled, run.stage)
+            finally:
+                self._slots.release()
+            events = list(runner.events)
+            record_task_spans(self.tracer, events)
+            status = str(runner.status)
+            span.set_attribute("ansible.status", status)
+            span.set_attribute("ansible.rc", int(runner.rc if runner.rc is not None else -1))
+        tasks, facts = parse_events(events)
         return PlaybookResult(
             stage=run.stage,
             playbook=playbook,

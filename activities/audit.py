@@ -17,6 +17,7 @@ from interlock.audit import open_store
 from interlock.audit.events import AuditEventIn
 from interlock.audit.store import AuditStore, EventIdConflict
 from interlock.settings import Settings
+from interlock.tracing import current_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -56,5 +57,11 @@ class AuditRecorder:
 
     @activity.defn(name="record_audit_event")
     async def record_event(self, event: AuditEventIn) -> None:
+        if event.trace_id is None:
+            # The proposal's trace (carried from submission in the workflow's headers); the same
+            # on every retry and replay, so the event's content and hash stay deterministic.
+            trace_id = current_trace_id()
+            if trace_id is not None:
+                event = event.model_copy(update={"trace_id": trace_id})
         # The database client blocks; keep it off the worker's event loop.
         await asyncio.to_thread(self._append, event)

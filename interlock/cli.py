@@ -61,6 +61,9 @@ def _mount_optional() -> None:
     from interlock.db_cli import db_app
 
     app.add_typer(db_app, name="db")
+    from interlock.tracing import trace_command
+
+    app.command(name="trace")(trace_command)
 
 
 _mount_optional()
@@ -130,6 +133,9 @@ def up(
         int | None,
         typer.Option("--api-port", help="Port of the HTTP intake (default: INTERLOCK_API_PORT, else 8080)."),
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Port of the Prometheus /metrics endpoint (0: off).")
+    ] = None,
 ) -> None:
     """Start the embedded stack: Temporal dev server, worker, lab, HTTP intake. Ctrl-C stops it all."""
     from interlock.api import ApiServeError, ApiSettings
@@ -143,6 +149,8 @@ def up(
         fail("invalid setting: " + "; ".join(problems), 2)
     if api_port is not None:
         api = api.model_copy(update={"port": api_port})
+    if metrics_port is not None:
+        s = s.model_copy(update={"metrics_port": metrics_port})
     if not external:
         s = s.model_copy(update={"temporal_address": f"localhost:{port}"})
     try:
@@ -300,16 +308,20 @@ def show(proposal_id: str, json_out: JsonFlag = False) -> None:
     """Everything about one proposal: evidence, risk factors, preview, decisions, timeline."""
     from interlock.proposals import get_state
     from interlock.temporal import connect
+    from interlock.tracing import proposal_trace_ids
 
     s = settings()
 
     async def body() -> None:
         client = await connect(s)
         state = await get_state(client, proposal_id)
+        traces = await asyncio.to_thread(proposal_trace_ids, s, proposal_id)
         if json_out:
-            print_json(state.model_dump(mode="json"))
+            print_json({**state.model_dump(mode="json"), "trace_ids": traces})
         else:
             render_state(state)
+            if traces:
+                out.print(f"\nTrace: {', '.join(traces)}  (interlock trace {proposal_id})", markup=False)
 
     run(body)
 

@@ -165,6 +165,11 @@ class Settings(BaseSettings):
         5000, ge=20, lt=HISTORY_WARNING_EVENTS, validation_alias=_env("INTERLOCK_HISTORY_EVENT_LIMIT"),
         description="A proposal awaiting approval continues as new past this many history events.",
     )
+    # `interlock up` serves the governance metrics at http://127.0.0.1:PORT/metrics; 0 turns it off.
+    metrics_port: int = Field(
+        9464, ge=0, le=65535, validation_alias=_env("INTERLOCK_METRICS_PORT"),
+        description="Port of the Prometheus /metrics endpoint `interlock up` serves (0: off).",
+    )
     otlp_endpoint: str | None = Field(
         None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
         description="OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318 (unset: no tracing).",

@@ -111,6 +111,7 @@ async def run_stack(
     api: ApiSettings | None = None,
 ) -> None:
     from interlock.api import serve
+    from interlock.audit.exporter import serve_metrics
     from interlock.lab import Lab
     from worker.main import build_worker
 
@@ -151,6 +152,7 @@ async def run_stack(
         worker_task = asyncio.create_task(worker.run())
         api_task = asyncio.create_task(serve(settings, api))
         await wait_for_intake(api, api_task)
+        metrics_task = asyncio.create_task(serve_metrics(settings))  # noqa: F841 (ends with the loop)
 
         ui = f"http://localhost:{ui_port}" if not external else "(your server's Web UI)"
         console.print(

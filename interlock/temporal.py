@@ -10,11 +10,12 @@ from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client, Interceptor, TLSConfig
+from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from interlock import search
 from interlock.settings import Settings
+from interlock.tracing import tracing_interceptor
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,6 @@ class TemporalUnavailable(RuntimeError):
 
 
 async def connect(settings: Settings) -> Client:
-    from interlock.telemetry import configure_tracing
-
     tls: TLSConfig | bool = False
     if settings.temporal_tls_cert and settings.temporal_tls_key:
         tls = TLSConfig(
@@ -40,12 +39,6 @@ async def connect(settings: Settings) -> Client:
             domain=settings.temporal_tls_server_name,
         )
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
-    interceptors: list[Interceptor] = []
-    if configure_tracing(settings):
-        from temporalio.contrib.opentelemetry import TracingInterceptor
-
-        # On the client it also reaches the workers built from it: workflow and activity spans.
-        interceptors.append(TracingInterceptor())
     try:
         return await Client.connect(
             settings.temporal_address,
@@ -53,7 +46,8 @@ async def connect(settings: Settings) -> Client:
             data_converter=pydantic_data_converter,
             tls=tls if not api_key else (tls or True),
             api_key=api_key,
-            interceptors=interceptors,
+            # One trace per proposal: submission, the workflow and its activities share it.
+            interceptors=[tracing_interceptor(settings)],
         )
     except RuntimeError as exc:
         detail = "connection refused" if "refused" in str(exc).lower() else str(exc)[:200]

@@ -19,7 +19,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from opentelemetry.trace import Tracer
 from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -27,6 +29,7 @@ from activities.ansible import PlaybookRunner
 from activities.audit import AuditRecorder
 from activities.checks import ProposalChecks
 from activities.gate import GateActivities
+from interlock import tracing
 from interlock.settings import Settings
 from workflows.dedup import DedupClaimWorkflow
 from workflows.remediation import RemediationWorkflow, playbook_task_queue
@@ -49,12 +52,14 @@ def is_alive(settings: Settings) -> bool:
 
 
 class InterlockWorker:
-    """The main worker and the playbook worker, run and stopped together."""
+    """The main worker and the playbook worker, run and stopped together; once both have
+    stopped, the audit store's connections are closed."""
 
-    def __init__(self, main: Worker, playbooks: Worker):
+    def __init__(self, main: Worker, playbooks: Worker, audit: AuditRecorder | None = None):
         self.main = main
         self.playbooks = playbooks
         self._workers = (main, playbooks)
+        self._audit = audit
 
     async def run(self) -> None:
         tasks = [asyncio.create_task(w.run()) for w in self._workers]
@@ -65,6 +70,8 @@ class InterlockWorker:
             if not all(t.done() for t in tasks):
                 await self.shutdown()
             results = await asyncio.gather(*tasks, return_exceptions=True)
+        if self._audit is not None:
+            self._audit.close()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
@@ -90,6 +97,8 @@ class InterlockWorker:
     ) -> None:
         for w in reversed(self._workers):
             await w.__aexit__(exc_type, exc, tb)
+        if self._audit is not None:
+            self._audit.close()
 
 
 def build_worker(
@@ -98,6 +107,7 @@ def build_worker(
     task_queue: str | None = None,
     *,
     run_playbook: Callable[..., Any] | None = None,
+    tracer: Tracer | None = None,
     **worker_options: Any,
 ) -> InterlockWorker:
     """The production worker pair; `run_playbook` swaps in a stand-in for the Ansible activity.
@@ -107,15 +117,21 @@ def build_worker(
     """
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     queue = task_queue or settings.task_queue
+    tracer = tracer or tracing.tracer(settings)
     checks = ProposalChecks(settings, client)
-    playbooks = PlaybookRunner(settings)
+    playbooks = PlaybookRunner(settings, tracer)
     run = run_playbook or playbooks.run_playbook
     gate = GateActivities(settings)
     audit = AuditRecorder(settings)
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
+    # A client connected by interlock.temporal already traces, and its interceptors apply to
+    # the workers too: adding another would record every span twice.
+    traced = any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
+    interceptors = [] if traced else [TracingInterceptor(tracer)]
     main = Worker(
         client,
         task_queue=queue,
+        interceptors=interceptors,
         workflows=[RemediationWorkflow, DedupClaimWorkflow],
         workflow_runner=workflow_runner(),
         activities=[
@@ -135,11 +151,12 @@ def build_worker(
     playbook_worker = Worker(
         client,
         task_queue=playbook_task_queue(queue),
+        interceptors=interceptors,
         activities=[run],
         max_concurrent_activities=settings.max_concurrent_playbooks,
         graceful_shutdown_timeout=grace,
     )
-    return InterlockWorker(main, playbook_worker)
+    return InterlockWorker(main, playbook_worker, audit)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -154,8 +171,8 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 async def run_worker(settings: Settings) -> None:
     """Poll until SIGTERM or SIGINT, then shut down gracefully (what `interlock worker` runs)."""
-    from interlock.telemetry import shutdown_tracing
     from interlock.temporal import connect, ensure_search_attributes
+    from interlock.tracing import shutdown_tracing
 
     client = await connect(settings)
     try:

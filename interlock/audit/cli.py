@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -198,3 +199,261 @@ def metrics_command(
             str(m["audit_exceptions"]),
         )
     out.print(table)
+
+
+# --- Histories: replay, reconcile, export ------------------------------------------------------
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [f"{e['loc'][0] if e['loc'] else '?'}: {e['msg']}" for e in exc.errors()]
+        fail("invalid setting: " + "; ".join(problems), 2)
+
+
+def _run(coro: Any) -> Any:
+    import asyncio
+
+    from interlock.temporal import TemporalUnavailable
+
+    try:
+        return asyncio.run(coro)
+    except TemporalUnavailable as exc:
+        fail(str(exc), 3)
+
+
+async def _fetch(settings: Settings, workflow_id: str) -> Any:
+    from temporalio.service import RPCError
+
+    from interlock.temporal import connect
+
+    client = await connect(settings)
+    try:
+        return await client.get_workflow_handle(workflow_id).fetch_history()
+    except RPCError as exc:
+        fail(f"cannot fetch the history of {workflow_id!r}: {exc.message}")
+
+
+def _print_timeline(facts: Any, title: str) -> None:
+    table = Table(title=title)
+    for column in ("time (UTC)", "event", "what", "detail"):
+        table.add_column(column, overflow="fold")
+    for item in facts.timeline:
+        table.add_row(item.at.strftime("%Y-%m-%d %H:%M:%S"), str(item.event_id), item.what, item.detail)
+    out.print(table)
+
+
+@audit_app.command()
+def replay(
+    history_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--history", help="A history from `temporal workflow show --output json` or the Web UI."
+        ),
+    ] = None,
+    workflow_id: Annotated[
+        str | None, typer.Option("--workflow-id", help="Fetch this proposal's history from the server.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every closed proposal on the server.")] = False,
+    since: Annotated[
+        str | None, typer.Option("--since", help="With --all: only those closed in this window (24h, 7d).")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Check a history against today's workflow code (determinism) and print its decision timeline.
+
+    Exit 1 when a history does not replay: the code would decide differently from the record.
+    """
+    from interlock.audit.history import (
+        HistoryInvalid,
+        closed_histories,
+        load_history,
+        read_history,
+    )
+    from interlock.audit.history import replay as replay_history
+
+    if sum(x is not None and x is not False for x in (history_file, workflow_id, all_ or None)) != 1:
+        fail("give exactly one of --history FILE, --workflow-id ID or --all", 2)
+    if since is not None and not all_:
+        fail("--since goes with --all", 2)
+    try:
+        window = parse_duration(since) if since is not None else None
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+    if all_:
+        settings = _settings()
+
+        async def everything() -> list[tuple[str, str, str | None]]:
+            from interlock.temporal import connect
+
+            client = await connect(settings)
+            results = []
+            for history in await closed_histories(client, window):
+                first = history.events[0]
+                run_id = first.workflow_execution_started_event_attributes.original_execution_run_id
+                results.append((history.workflow_id, run_id, await replay_history(history)))
+            return results
+
+        results = _run(everything())
+        failures = [r for r in results if r[2] is not None]
+        if json_out:
+            print_json(
+                {
+                    "replayed": len(results),
+                    "failed": len(failures),
+                    "results": [
+                        {"workflow_id": w, "run_id": r, "ok": e is None, "error": e} for w, r, e in results
+                    ],
+                }
+            )
+        else:
+            for w, r, e in failures:
+                out.print(f"FAILED {w} (run {r}): {e}", markup=False)
+            out.print(f"replayed {len(results)} closed proposal(s): {len(failures)} failed", markup=False)
+        if failures:
+            raise typer.Exit(1)
+        return
+
+    if history_file is not None:
+        try:
+            text = history_file.read_text()
+        except OSError as exc:
+            fail(f"cannot read {history_file}: {exc.strerror or exc}", 2)
+        try:
+            history = load_history(text, history_file.stem)
+        except HistoryInvalid as exc:
+            fail(f"{history_file}: {exc}", 2)
+    else:
+        assert workflow_id is not None
+        history = _run(_fetch(_settings(), workflow_id))
+    error = _run(replay_history(history))
+    facts = read_history(history)
+    if json_out:
+        print_json(
+            {
+                "workflow_id": history.workflow_id,
+                "deterministic": error is None,
+                "error": error,
+                "timeline": [i.as_json() for i in facts.timeline],
+            }
+        )
+    else:
+        _print_timeline(facts, f"decision timeline of {history.workflow_id} (from Temporal's history)")
+        if error is None:
+            out.print("replay: OK, today's workflow code makes the same decisions as this history")
+        else:
+            out.print(
+                f"replay: FAILED, the workflow code no longer matches this history: {error}", markup=False
+            )
+    if error is not None:
+        raise typer.Exit(1)
+
+
+@audit_app.command()
+def reconcile(
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only proposals started in this window (24h, 7d).")
+    ] = None,
+    workflow_ids: Annotated[
+        list[str] | None, typer.Option("--workflow-id", help="Only this proposal (repeatable).")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Compare the audit store with every history still on the server; record each difference.
+
+    Each difference (an event the history shows recorded but the store lacks, a row that differs,
+    a row the history never asked for) is recorded once as an `audit_exception` event, which the
+    `audit exceptions` metric counts. Exit 1 when there is any.
+    """
+    from temporalio.service import RPCError
+
+    from interlock.audit.history import all_histories, compare, read_history, record_exceptions
+
+    try:
+        window = parse_duration(since) if since is not None else None
+    except ValueError as exc:
+        fail(str(exc), 2)
+    settings = _settings()
+
+    async def fetch() -> list[Any]:
+        from interlock.temporal import connect
+
+        client = await connect(settings)
+        if workflow_ids:
+            return [await client.get_workflow_handle(w).fetch_history() for w in workflow_ids]
+        return await all_histories(client, window)
+
+    try:
+        histories = _run(fetch())
+    except RPCError as exc:
+        fail(f"cannot fetch a history: {exc.message}")
+    with opened_store() as store:
+        diffs = []
+        for history in histories:
+            diffs += compare(read_history(history), store)
+        new = record_exceptions(store, diffs)
+    if json_out:
+        print_json(
+            {
+                "histories": len(histories),
+                "differences": [d.as_json() for d in diffs],
+                "newly_recorded": new,
+            }
+        )
+    elif diffs:
+        table = Table(title=f"audit exceptions: {len(diffs)} difference(s) between the store and Temporal")
+        for column in ("proposal", "problem", "event", "detail"):
+            table.add_column(column, overflow="fold")
+        for d in diffs:
+            table.add_row(d.proposal_id, d.problem, d.event_id or "", d.detail)
+        out.print(table)
+        out.print(f"{new} newly recorded as audit_exception events", markup=False)
+    else:
+        out.print(f"store and Temporal agree: {len(histories)} history(ies) reconciled", markup=False)
+    if diffs:
+        raise typer.Exit(1)
+
+
+@audit_app.command()
+def export(
+    proposal_id: Annotated[str, typer.Argument(help="The proposal's id.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the bundle into (created).")],
+    history_file: Annotated[
+        Path | None, typer.Option("--history", help="Use this exported history instead of the server's.")
+    ] = None,
+) -> None:
+    """Write a bundle an auditor can check years later without the server.
+
+    history.json, policy.yaml, events.jsonl, signatures.json, verification.json, MANIFEST.json,
+    SHA256SUMS and a README saying how to check each.
+    """
+    from interlock.audit.bundle import write_bundle
+    from interlock.audit.history import HistoryInvalid, load_history
+
+    settings = _settings()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        fail(f"{out_dir} is not empty: give a new folder", 2)
+    if history_file is not None:
+        try:
+            history = load_history(history_file.read_text(), proposal_id)
+        except (OSError, HistoryInvalid) as exc:
+            fail(f"{history_file}: {exc}", 2)
+    else:
+        history = _run(_fetch(settings, proposal_id))
+    with opened_store() as store:
+        if not store.timeline(proposal_id):
+            fail(f"no audit events for proposal {proposal_id!r}")
+        manifest = _run(write_bundle(settings, store, proposal_id, history, out_dir))
+    out.print(f"bundle written to {out_dir}:", markup=False)
+    for name, info in manifest["files"].items():
+        out.print(f"  {name:20} {info['sha256']}", markup=False)
+    checks = manifest["summary"]
+    out.print(
+        f"chain: {'intact' if checks['chain_ok'] else 'BROKEN'}; proposal's events recomputed: "
+        f"{'ok' if checks['events_ok'] else 'MISMATCH'}; replay: "
+        f"{'ok' if checks['replay_ok'] else 'FAILED'}; signatures: {checks['signatures_valid']}/"
+        f"{checks['signatures']} valid",
+        markup=False,
+    )

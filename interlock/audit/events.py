@@ -35,6 +35,8 @@ class EventKind(StrEnum):
     # Scope violations and other things an auditor must look at.
     SECURITY = "security"
     DUPLICATE = "duplicate"
+    # A difference `interlock audit reconcile` found between the store and Temporal's history.
+    AUDIT_EXCEPTION = "audit_exception"
 
 
 # The statuses a `final` event may carry (ProposalStatus's final ones, kept as strings here

@@ -287,7 +287,7 @@ def _proposal_query(group: str | None, cutoff: datetime | None, dialect: str) ->
 
 def _exceptions_query(group: str | None, cutoff: datetime | None) -> Select[Any]:
     e = TABLE.c
-    where = [_kind(EventKind.SECURITY, EventKind.DECISION_REFUSED)]
+    where = [_kind(EventKind.SECURITY, EventKind.DECISION_REFUSED, EventKind.AUDIT_EXCEPTION)]
     if cutoff is not None:
         where.append(e.at >= cutoff)
     if group is None:

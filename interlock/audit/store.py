@@ -331,6 +331,12 @@ class AuditStore:
         self.advance_head(seq, digest)
         return AppendResult(seq=seq, hash=digest, duplicate=False)
 
+    def exists(self, event_id: str) -> bool:
+        try:
+            return self._find(event_id) is not None
+        except SQLAlchemyError as exc:
+            raise AuditStoreError(f"cannot read the audit store: {one_line(exc)}") from exc
+
     def _find(self, event_id: str, conn: Connection | None = None) -> Any:
         query = select(TABLE).where(TABLE.c.event_id == event_id)
         if conn is not None:
