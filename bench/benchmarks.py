@@ -105,7 +105,10 @@ class BenchContext:
 
 
 def proposal_doc(pid: str, observed_at: datetime | None = None, service: str = "checkout-api") -> dict:
-    return example_proposal("restart_service", proposal_id=pid, service=service, observed_at=observed_at)
+    # An incident of its own: proposals sharing one would be attached to the first as duplicates.
+    return example_proposal(
+        "restart_service", proposal_id=pid, service=service, observed_at=observed_at, incident=f"INC-{pid}"
+    )
 
 
 async def start_proposal(ctx: BenchContext, task_queue: str, pid: str, **kw: Any) -> None:
