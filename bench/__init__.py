@@ -1,1 +1,1 @@
-"""Interlock benchmarks against the floor (bare Temporal, plain Ansible); see docs/bench.md."""
+"""Interlock benchmarks against the floor (bare Temporal, plain Ansible); see the README's Benchmarks section and bench/RESULTS.md."""

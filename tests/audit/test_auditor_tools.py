@@ -34,7 +34,7 @@ from worker.main import build_worker
 
 
 async def test_trace_replay_reconcile_and_export(
-    client: Client, settings: Settings, backend: Backend, fresh_lab: Lab, tmp_path: Path
+    client: Client, settings: Settings, backend: Backend, alerting_lab: Lab, tmp_path: Path
 ) -> None:
     s = audit_settings(settings, tmp_path / "home", backend)
     memory = InMemorySpanExporter()

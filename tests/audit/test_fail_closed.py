@@ -61,18 +61,22 @@ async def audit_attempts(client: Client, proposal_id: str) -> int:
 
 
 async def test_store_down_before_execution_nothing_runs(
-    client: Client, settings: Settings, fresh_lab: Lab, tmp_path: Path, limited_backend: tuple[Backend, str]
+    client: Client,
+    settings: Settings,
+    alerting_lab: Lab,
+    tmp_path: Path,
+    limited_backend: tuple[Backend, str],
 ) -> None:
     backend, role = limited_backend
     s = audit_settings(settings, tmp_path / "home", backend)
     proposal = make_proposal(s, "restart_service")
     task_queue = f"tq-{uuid.uuid4().hex[:12]}"
-    before_pid = fresh_lab.status()["services"]["checkout-api"]["pid"]
+    before_pid = alerting_lab.status()["services"]["checkout-api"]["pid"]
 
     async with build_worker(client, s, task_queue):
         state = await propose(client, s, task_queue, proposal)
         assert state.status is ProposalStatus.AWAITING_APPROVAL
-        changes_before = lab_changes(fresh_lab)
+        changes_before = lab_changes(alerting_lab)
         with psycopg.connect(pg_dsn(), autocommit=True) as conn:
             conn.execute(f'REVOKE INSERT ON "{role}".audit_events FROM "{role}"')
         # Not awaited: the approval is answered only once the workflow acts on it.
@@ -83,16 +87,16 @@ async def test_store_down_before_execution_nothing_runs(
         await wait_for(
             lambda: _at_least(client, proposal.proposal_id, 3), timeout=60, what="retries after restart"
         )
-        assert lab_changes(fresh_lab) == changes_before, "nothing may run while the store is down"
-        assert fresh_lab.status()["services"]["checkout-api"]["pid"] == before_pid
+        assert lab_changes(alerting_lab) == changes_before, "nothing may run while the store is down"
+        assert alerting_lab.status()["services"]["checkout-api"]["pid"] == before_pid
         with psycopg.connect(pg_dsn(), autocommit=True) as conn:
             conn.execute(f'GRANT INSERT ON "{role}".audit_events TO "{role}"')
         done = await final(client, proposal.proposal_id)
         assert (await answer).approver == "alice"
 
     assert done.status is ProposalStatus.COMPLETED, done.reasons
-    assert fresh_lab.status()["services"]["checkout-api"]["pid"] != before_pid
-    records = [json.loads(line) for line in lab_changes(fresh_lab).splitlines() if line.strip()]
+    assert alerting_lab.status()["services"]["checkout-api"]["pid"] != before_pid
+    records = [json.loads(line) for line in lab_changes(alerting_lab).splitlines() if line.strip()]
     restarts = [
         r
         for r in records

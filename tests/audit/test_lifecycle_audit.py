@@ -50,6 +50,9 @@ async def run_proposals(
     task_queue = f"tq-{uuid.uuid4().hex[:12]}"
 
     async def decided(proposal: Proposal, decision: str | None) -> ProposalState:
+        if not together:
+            # A restart clears the incident; the next proposal cites a fresh one.
+            Lab(s.lab_dir).degrade(proposal.target.service)
         await propose(client, s, task_queue, proposal)
         if decision == "approve":
             await approve(client, proposal.proposal_id)
@@ -81,7 +84,7 @@ def check_events(s: Settings, done: dict[str, ProposalState], expected: dict[str
 
 
 async def test_rejected_and_expired_proposals(
-    client: Client, settings: Settings, pg_schema: str, fresh_lab: Lab, tmp_path: Path
+    client: Client, settings: Settings, pg_schema: str, alerting_lab: Lab, tmp_path: Path
 ) -> None:
     s = pg_settings(settings, tmp_path, pg_schema)
     rejected = make_proposal(s, "rollback_deployment", parameters={"release": "v1"})
@@ -108,12 +111,17 @@ async def test_rejected_and_expired_proposals(
 
 
 async def test_approved_and_rolled_back_proposals(
-    client: Client, settings: Settings, pg_schema: str, fresh_lab: Lab, tmp_path: Path
+    client: Client, settings: Settings, pg_schema: str, alerting_lab: Lab, tmp_path: Path
 ) -> None:
     s = pg_settings(settings, tmp_path, pg_schema)
     approved = make_proposal(s, "restart_service")
-    rolled_back = make_proposal(s, "rollback_deployment", parameters={"release": "v0"})
-    done = await run_proposals(client, s, [(approved, "approve"), (rolled_back, "approve")], together=False)
+    # The rollback first, from another recommender: a rollback right after a restart of the same
+    # service scores high (recent change), and the restart after a rolled-back proposal of the
+    # same recommender too (track record); both would need signed quorum instead.
+    rolled_back = make_proposal(
+        s, "rollback_deployment", parameters={"release": "v0"}, recommender="deploy-bot"
+    )
+    done = await run_proposals(client, s, [(rolled_back, "approve"), (approved, "approve")], together=False)
 
     m = check_events(
         s,
@@ -121,7 +129,8 @@ async def test_approved_and_rolled_back_proposals(
         {
             approved.proposal_id: (
                 ProposalStatus.COMPLETED,
-                [*BEFORE_DECISION, "decision", *EXECUTION, "final"],
+                # The second verification: the evidence re-read after the run, and cleared.
+                [*BEFORE_DECISION, "decision", *EXECUTION, "verification", "final"],
             ),
             rolled_back.proposal_id: (
                 ProposalStatus.ROLLED_BACK,

@@ -276,6 +276,6 @@ def test_the_restricted_role_cannot_change_audit_rows() -> None:
 
 
 def test_the_production_docs_document_every_variable() -> None:
-    docs = (ROOT / "docs" / "production.md").read_text()
+    docs = (ROOT / "README.md").read_text()
     missing = sorted(v for v in KNOWN if f"| `{v}` |" not in docs)
-    assert not missing, f"docs/production.md has no row for {missing}"
+    assert not missing, f"the README's environment variable table has no row for {missing}"
