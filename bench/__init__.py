@@ -1,1 +1,4 @@
-"""Interlock benchmarks against the floor (bare Temporal, plain Ansible); see the README's Benchmarks section and bench/RESULTS.md."""
+"""Interlock benchmarks against the floor (bare Temporal, plain Ansible).
+
+See the README's Benchmarks section; the latest figures are in bench/RESULTS.md.
+"""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -667,10 +668,39 @@ def policy_check(file: Path, json_out: JsonFlag = False) -> None:
 
 
 def main() -> None:
+    code: int = 0
     try:
         app()
     except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        code = 130
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without CPython's finalization once everything is flushed.
+
+    The Temporal client's Rust threads can still call into Python while the interpreter is
+    finalizing, and CPython then aborts the process ("PyGILState_Release ... finalizing",
+    SIGABRT; temporalio/sdk-python#300): a command that did its work would exit -6. Spans are
+    flushed and streams written first, so nothing is lost by skipping the teardown.
+    """
+    if "interlock.tracing" in sys.modules:
+        from interlock.tracing import shutdown_tracing
+
+        try:
+            shutdown_tracing()
+        except Exception:  # noqa: BLE001 - exiting anyway; a tracing backend must not block it
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
