@@ -22,6 +22,7 @@ from sqlalchemy import text
 from interlock.audit.chain import (
     AT_FORMAT,
     GENESIS,
+    HASHED_COLUMNS,
     canonical_json,
     canonical_record,
     chain_hash,
@@ -47,21 +48,7 @@ SERVICES = ["checkout-api", "payments", "search", "inventory", "auth", "notifica
 APPROVERS = ["alice", "bob", "carol", "dave", "erin"]
 
 # Column order of every generated row (after seq, prev_hash and hash).
-COLUMNS = (
-    "action",
-    "actor",
-    "at",
-    "data",
-    "event_id",
-    "kind",
-    "model_version",
-    "proposal_id",
-    "recommender",
-    "risk_tier",
-    "service",
-    "status",
-    "trace_id",
-)
+COLUMNS = HASHED_COLUMNS  # the table's columns after seq/prev_hash/hash, in chain order
 
 
 def proposal_events(rng: random.Random, run: str, n: int, submitted: datetime) -> Iterator[tuple[Any, ...]]:

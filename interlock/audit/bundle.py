@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interlock.audit.chain import canonical_at, canonical_json, canonical_record, chain_hash
+from interlock.audit.chain import chain_hash
 from interlock.audit.history import check_signatures, history_json, read_history, replay
+from interlock.audit.store import canonical_row
 from interlock.policy import default_policy_text, parse_policy
 
 if TYPE_CHECKING:
@@ -73,21 +74,7 @@ async def write_bundle(
     events_ok = True
     with open(out / "events.jsonl", "w") as handle:
         for row in rows:
-            canonical = canonical_record(
-                row.action,
-                row.actor,
-                canonical_at(row.at),
-                canonical_json(row.data),
-                row.event_id,
-                row.kind,
-                row.model_version,
-                row.proposal_id,
-                row.recommender,
-                row.risk_tier,
-                row.service,
-                row.status,
-                row.trace_id,
-            )
+            canonical = canonical_row(row)
             ok = chain_hash(row.prev_hash, canonical) == row.hash
             events_ok &= ok
             record = row.model_dump(mode="json")

@@ -318,7 +318,7 @@ class AuditStore:
             raise AuditStoreError(f"cannot write the audit store: {one_line(exc)}") from exc
 
         if existing is not None:
-            if _canonical_row(existing) != canonical:
+            if canonical_row(existing) != canonical:
                 raise EventIdConflict(
                     f"event_id {event.event_id!r} is already recorded (row {existing.seq}) "
                     "with different content"
@@ -555,7 +555,8 @@ _SQLITE_VERIFY_SQL = (
 )
 
 
-def _canonical_row(row: Any) -> str:
+def canonical_row(row: Any) -> str:
+    """The text a stored row's hash covers (what verify and the export bundle recompute)."""
     return canonical_record(
         row.action,
         row.actor,
