@@ -372,18 +372,7 @@ class RemediationWorkflow:
         assert self.state.preview is not None
         for d in self.state.decisions:
             if d.plan_hash == self.state.plan_hash:
-                await self._audit(
-                    EventKind.DECISION,
-                    actor=d.approver,
-                    data={
-                        "decision": d.decision.value,
-                        "approver": d.approver,
-                        "reason": d.reason,
-                        "signed": d.signed,
-                        "human": d.human,
-                        "groups": d.groups,
-                    },
-                )
+                await self._audit_decision(d)
         # Fail closed: the start is on record before anything touches a system.
         await self._audit(EventKind.EXECUTION_STARTED, data={"plan_hash": self.state.plan_hash})
         self._set_status(ProposalStatus.EXECUTING)
@@ -561,17 +550,7 @@ class RemediationWorkflow:
         if self.state.rejected_decision_pending():
             for d in self.state.decisions:
                 if d.decision is DecisionKind.REJECT:
-                    await self._audit(
-                        EventKind.DECISION,
-                        actor=d.approver,
-                        data={
-                            "decision": d.decision.value,
-                            "approver": d.approver,
-                            "reason": d.reason,
-                            "signed": d.signed,
-                            "human": d.human,
-                        },
-                    )
+                    await self._audit_decision(d)
         for result in (self.state.verification, self.state.rollback):
             if result is not None:
                 await self._audit(
@@ -652,6 +631,21 @@ class RemediationWorkflow:
         return await self._gate_then_execute(carried.escalate_at, carried.expire_at)
 
     # --- Small helpers ---------------------------------------------------------------------
+
+    async def _audit_decision(self, d: DecisionRecord) -> None:
+        """One decision as an audit event: who, why, signed or not, by a person or the policy."""
+        await self._audit(
+            EventKind.DECISION,
+            actor=d.approver,
+            data={
+                "decision": d.decision.value,
+                "approver": d.approver,
+                "reason": d.reason,
+                "signed": d.signed,
+                "human": d.human,
+                "groups": d.groups,
+            },
+        )
 
     async def _audit(self, kind: EventKind, actor: str | None = None, data: dict | None = None) -> None:
         """One append-only audit event, with an id that is the same on every retry."""
