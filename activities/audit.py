@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from interlock.audit import open_store
-from interlock.audit.events import AuditEventIn
+from interlock.audit.events import AuditBatch, AuditEventIn
 from interlock.audit.store import AuditStore, EventIdConflict
 from interlock.settings import Settings
 from interlock.tracing import current_trace_id
@@ -42,26 +42,36 @@ class AuditRecorder:
                 self._store.close()
                 self._store = None
 
-    def _append(self, event: AuditEventIn) -> None:
+    def _append(self, events: list[AuditEventIn]) -> None:
         try:
-            result = self.store().append(event)
+            results = self.store().append_many(events)
         except EventIdConflict as exc:
             # Retrying cannot help: the workflow reused an id for a different event.
             raise ApplicationError(str(exc), type="AuditEventIdConflict", non_retryable=True) from exc
-        log.debug(
-            "audit event %s is row %d%s",
-            event.event_id,
-            result.seq,
-            " (already recorded)" if result.duplicate else "",
-        )
+        for event, result in zip(events, results, strict=True):
+            log.debug(
+                "audit event %s is row %d%s",
+                event.event_id,
+                result.seq,
+                " (already recorded)" if result.duplicate else "",
+            )
 
-    @activity.defn(name="record_audit_event")
-    async def record_event(self, event: AuditEventIn) -> None:
+    @staticmethod
+    def _traced(event: AuditEventIn) -> AuditEventIn:
         if event.trace_id is None:
             # The proposal's trace (carried from submission in the workflow's headers); the same
             # on every retry and replay, so the event's content and hash stay deterministic.
             trace_id = current_trace_id()
             if trace_id is not None:
-                event = event.model_copy(update={"trace_id": trace_id})
+                return event.model_copy(update={"trace_id": trace_id})
+        return event
+
+    @activity.defn(name="record_audit_event")
+    async def record_event(self, event: AuditEventIn) -> None:
         # The database client blocks; keep it off the worker's event loop.
-        await asyncio.to_thread(self._append, event)
+        await asyncio.to_thread(self._append, [self._traced(event)])
+
+    @activity.defn(name="record_audit_events")
+    async def record_events(self, batch: AuditBatch) -> None:
+        """Events the workflow recorded back to back, written in one transaction: all or none."""
+        await asyncio.to_thread(self._append, [self._traced(e) for e in batch.events])

@@ -143,6 +143,7 @@ def build_worker(
             gate.precheck,
             gate.notify,
             audit.record_event,
+            audit.record_events,
         ],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=grace,

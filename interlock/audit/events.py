@@ -132,3 +132,9 @@ class AuditEventIn(BaseModel):
                 f"not {self.status!r}"
             )
         return self
+
+
+class AuditBatch(BaseModel):
+    """Events a workflow recorded back to back, written in one transaction (all or none)."""
+
+    events: Annotated[list[AuditEventIn], Field(min_length=1, max_length=20)]

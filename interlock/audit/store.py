@@ -297,39 +297,76 @@ class AuditStore:
 
     def append(self, event: AuditEventIn) -> AppendResult:
         """Add an event at the end of the chain; a retried event_id returns the row already there."""
-        record = event_record(event)
-        canonical = canonical_event(event)
+        return self.append_many([event])[0]
+
+    def append_many(self, events: list[AuditEventIn]) -> list[AppendResult]:
+        """Add events at the end of the chain, in order, in one transaction: all or none.
+
+        An event_id already recorded with the same content is not written again (a retry); with
+        different content it is refused (EventIdConflict) and none of the events is written.
+        """
+        if not events:
+            return []
+        wanted = [(event, event_record(event), canonical_event(event)) for event in events]
+        ids = [event.event_id for event in events]
+        if len(set(ids)) != len(ids):
+            raise EventIdConflict(f"one batch names an event_id twice: {sorted(ids)}")
+        written: dict[str, tuple[int, str]] = {}
         try:
-            existing = self._find(event.event_id)
-            if existing is None:
+            existing = self._find_many(ids)
+            if len(existing) < len(ids):
                 with self._locked() as conn:
-                    # Again under the lock: a concurrent retry may have written it meanwhile.
-                    existing = self._find(event.event_id, conn)
-                    if existing is None:
-                        last = conn.execute(
-                            select(TABLE.c.seq, TABLE.c.hash).order_by(TABLE.c.seq.desc()).limit(1)
-                        ).first()
-                        prev_seq, prev_hash = (last[0], last[1]) if last else (0, GENESIS)
+                    # Again under the lock: a concurrent retry may have written them meanwhile.
+                    existing = self._find_many(ids, conn)
+                    self._check_same(existing, wanted)
+                    last = conn.execute(
+                        select(TABLE.c.seq, TABLE.c.hash).order_by(TABLE.c.seq.desc()).limit(1)
+                    ).first()
+                    prev_seq, prev_hash = (last[0], last[1]) if last else (0, GENESIS)
+                    rows = []
+                    for event, record, canonical in wanted:
+                        if event.event_id in existing:
+                            continue
                         seq, digest = prev_seq + 1, chain_hash(prev_hash, canonical)
-                        conn.execute(
-                            TABLE.insert().values(seq=seq, prev_hash=prev_hash, hash=digest, **record)
-                        )
+                        rows.append({"seq": seq, "prev_hash": prev_hash, "hash": digest, **record})
+                        written[event.event_id] = (seq, digest)
+                        prev_seq, prev_hash = seq, digest
+                    if rows:
+                        conn.execute(TABLE.insert(), rows)
         except SQLAlchemyError as exc:
             raise AuditStoreError(f"cannot write the audit store: {one_line(exc)}") from exc
+        self._check_same(existing, wanted)
 
-        if existing is not None:
-            if canonical_row(existing) != canonical:
+        results = []
+        for event in events:
+            if event.event_id in written:
+                seq, digest = written[event.event_id]
+                log.debug("audit event %s recorded as row %d", event.event_id, seq)
+                results.append(AppendResult(seq=seq, hash=digest, duplicate=False))
+            else:
+                row = existing[event.event_id]
+                results.append(AppendResult(seq=row.seq, hash=row.hash, duplicate=True))
+        # Re-advancing the head on a retry repairs a head file a crash left behind.
+        newest = max(results, key=lambda r: r.seq)
+        self.advance_head(newest.seq, newest.hash)
+        return results
+
+    @staticmethod
+    def _check_same(existing: dict[str, Any], wanted: list[tuple[AuditEventIn, dict, str]]) -> None:
+        for event, _, canonical in wanted:
+            row = existing.get(event.event_id)
+            if row is not None and canonical_row(row) != canonical:
                 raise EventIdConflict(
-                    f"event_id {event.event_id!r} is already recorded (row {existing.seq}) "
+                    f"event_id {event.event_id!r} is already recorded (row {row.seq}) "
                     "with different content"
                 )
-            # Re-advancing the head repairs a head file a crash left behind.
-            self.advance_head(existing.seq, existing.hash)
-            return AppendResult(seq=existing.seq, hash=existing.hash, duplicate=True)
 
-        log.debug("audit event %s recorded as row %d", event.event_id, seq)
-        self.advance_head(seq, digest)
-        return AppendResult(seq=seq, hash=digest, duplicate=False)
+    def _find_many(self, event_ids: list[str], conn: Connection | None = None) -> dict[str, Any]:
+        query = select(TABLE).where(TABLE.c.event_id.in_(event_ids))
+        if conn is not None:
+            return {row.event_id: row for row in conn.execute(query)}
+        with self.engine.connect() as own:
+            return {row.event_id: row for row in own.execute(query)}
 
     def exists(self, event_id: str) -> bool:
         try:

@@ -10,6 +10,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.audit import AuditRecorder
 from interlock.audit import open_store
+from interlock.audit.events import AuditBatch
 from interlock.audit.store import AuditStoreError
 from interlock.settings import Settings
 from tests.audit.conftest import Backend
@@ -37,6 +38,28 @@ async def test_records_events_and_ignores_retries(backend: Backend, tmp_path: Pa
     if backend.name == "sqlite":
         assert (tmp_path / "home" / "audit.db").exists()
     assert (tmp_path / "home" / "audit-head.json").exists()
+
+
+async def test_a_batch_is_recorded_in_order_and_retried_whole(backend: Backend, tmp_path: Path) -> None:
+    recorder = AuditRecorder(settings_for(backend, tmp_path / "home"))
+    env = ActivityEnvironment()
+    batch = AuditBatch(events=[event("p-1", "submitted"), event("p-1", "evidence_checked", 1)])
+    try:
+        await env.run(recorder.record_events, batch)
+        await env.run(recorder.record_events, batch)  # a retry after a lost completion
+        with pytest.raises(ApplicationError) as raised:
+            await env.run(
+                recorder.record_events,
+                AuditBatch(events=[event("p-1", "risk_assessed", 2), event("p-1", "submitted", 99)]),
+            )
+    finally:
+        recorder.close()
+
+    assert raised.value.type == "AuditEventIdConflict"
+    with open_store(settings_for(backend, tmp_path / "home")) as store:
+        # The conflicting batch wrote nothing, not even its first event.
+        assert [e.event_id for e in store.events()] == ["p-1/submitted/1", "p-1/evidence_checked/1"]
+        assert store.verify().ok
 
 
 async def test_fails_closed_when_the_store_is_unreachable(tmp_path: Path) -> None:

@@ -54,6 +54,45 @@ def test_an_event_id_reused_for_different_content_is_refused(store: AuditStore) 
     assert store.last() == (1, store.timeline("p-1")[0].hash)
 
 
+def test_a_batch_is_chained_in_order_in_one_go(store: AuditStore, head_file: Path) -> None:
+    store.append(event("p-0", "submitted"))
+    events = lifecycle("p-1")
+
+    results = store.append_many(events)
+
+    assert [r.seq for r in results] == [2, 3, 4, 5, 6]
+    prev = store.timeline("p-0")[0].hash
+    for e, r in zip(events, results, strict=True):
+        assert r.hash == chain_hash(prev, canonical_event(e))
+        prev = r.hash
+    assert json.loads(head_file.read_text()) == {"seq": 6, "hash": results[-1].hash}
+    assert store.verify().ok
+
+
+def test_a_retried_batch_writes_only_what_is_missing(store: AuditStore) -> None:
+    events = lifecycle("p-1")
+    store.append_many(events[:2])
+
+    results = store.append_many(events)
+
+    assert [r.duplicate for r in results] == [True, True, False, False, False]
+    assert [r.seq for r in results] == [1, 2, 3, 4, 5]
+    assert [e.event_id for e in store.events()] == [e.event_id for e in events]
+    assert store.verify().ok
+
+
+def test_a_batch_with_one_conflicting_event_writes_nothing(store: AuditStore) -> None:
+    store.append(event("p-1", "submitted"))
+
+    with pytest.raises(EventIdConflict, match="p-1/submitted/1"):
+        store.append_many([event("p-2", "submitted"), event("p-1", "submitted", 5)])
+
+    assert [e.event_id for e in store.events()] == ["p-1/submitted/1"]
+    with pytest.raises(EventIdConflict, match="twice"):
+        store.append_many([event("p-3", "submitted"), event("p-3", "submitted")])
+    assert store.last() is not None and store.last()[0] == 1
+
+
 def test_stored_rows_read_back_as_written(store: AuditStore) -> None:
     original = event(
         "p-1",
