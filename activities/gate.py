@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -32,6 +33,10 @@ class GateActivities:
     @activity.defn(name="precheck_execution")
     async def precheck(self, inp: PrecheckInput) -> PrecheckResult:
         """Just before a playbook runs: the plan on disk, freezes and pauses, as they are now."""
+        # Files and the pause store block: off the worker's event loop, which runs workflows too.
+        return await asyncio.to_thread(self._precheck, inp)
+
+    def _precheck(self, inp: PrecheckInput) -> PrecheckResult:
         policy = load_policy(self.settings.effective_policy_file)
         pauses = [
             p

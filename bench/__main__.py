@@ -38,20 +38,20 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 ROUND_TRIPS = """## Why each round trip is there
 
 Counted from each history (workflow tasks completed / activities scheduled / timers / Updates).
-For `completed`: `check_proposal` (policy and evidence, 1); the audit trail, 9 `record_audit_event`
-activities (submitted, evidence_checked, risk_assessed, preview, decision, execution_started,
-execution_finished, verification, final), each awaited on its own because the workflow fails
-closed: nothing goes on until the event is stored; 3 playbooks (preview in check mode, execute,
-verify); `precheck_execution` (the plan on disk, freezes and pauses just before running); 2
-notifications (awaiting_approval, outcome), started in the background and not awaited one by one.
-The timer is the approval deadline (escalation and expiry), the Update the approval. Every awaited
-activity costs one workflow task, plus the first task and the Update's. `rolled_back` adds the
-rollback and its verification (2 playbooks, 1 audit event); `rejected` stops after the decision;
-`expired` after the timer; `rejected_by_checks` after the checks, with no timer or Update.
-Fewer is possible: the audit events written back to back (submitted + evidence_checked,
-decision + execution_started, verification + final) could be one activity each, which would save
-3 activities and 3 workflow tasks for a completed proposal, at the price of one audit write
-covering several events."""
+For `completed`: `check_proposal` (policy and evidence, 1); the audit trail, 9 events in 5 audit
+activities, because events recorded back to back go in one activity and one transaction
+(`record_audit_events`): submitted + evidence_checked + risk_assessed, preview, decision +
+execution_started, execution_finished, verification + final; each write is awaited because the
+workflow fails closed: nothing with an effect runs until what led to it is stored. 3 playbooks
+(preview in check mode, execute, verify); `precheck_execution` (the plan on disk, freezes and
+pauses just before running); 2 notifications (awaiting_approval, outcome), started in the
+background and not awaited one by one. The timer is the approval deadline (escalation and
+expiry), the Update the approval. Every awaited activity costs one workflow task, plus the first
+task and the Update's. `rolled_back` adds the rollback and its verification (2 playbooks; the
+rollback event joins the final write); `rejected` stops after the decision; `expired` after the
+timer; `rejected_by_checks` after the checks, with no timer or Update. Before the audit batches
+(`workflow.patched("audit-events-batched")`; older histories still replay) a completed proposal
+took 9 audit activities and 4 more workflow tasks."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -55,9 +55,10 @@ REPO = Path(__file__).resolve().parent.parent
 NOOP = "no-op Ansible activities (benchmark stand-in)"
 CALL_NOTE = (
     "the `approve` Update answers only once the workflow has acted on it: after the pre-execution "
-    "re-check activity and the two audit writes (decision, execution_started), in the workflow task "
-    "that schedules the execution; so the Update's return is within a few ms of the start, and the "
-    "approver-visible latency is the Update's own round trip (3 activities, 4 workflow tasks)"
+    "re-check activity and the audit write of the decision and execution_started (one activity), "
+    "in the workflow task that schedules the execution; so the Update's return is within a few ms "
+    "of the start, and the approver-visible latency is the Update's own round trip (2 activities, "
+    "3 workflow tasks)"
 )
 
 
@@ -572,7 +573,10 @@ async def bench_scale(ctx: BenchContext) -> list[Figure]:
         kill_process(proc)
     p99 = percentile(from_return, 99)
     per = max(0.0, rss_waiting - rss_idle) / sizes.scale
-    size = f"{sizes.scale} proposals awaiting approval on one worker process (cache 1000 workflows), {NOOP}"
+    cache = ctx.settings.max_cached_workflows
+    size = (
+        f"{sizes.scale} proposals awaiting approval on one worker process (cache {cache} workflows), {NOOP}"
+    )
     return [
         Figure(
             "scale of waiting",
@@ -585,8 +589,8 @@ async def bench_scale(ctx: BenchContext) -> list[Figure]:
             size=size,
             note=f"RSS {rss_idle:.0f} MB idle, {rss_waiting:.0f} MB once all {sizes.scale} were waiting "
             f"({per * 1024:.0f} KiB per waiting proposal), {rss_after:.0f} MB after the decisions; the "
-            f"worker caches at most 1000 workflows (evicted ones are replayed on demand), so a projection "
-            f"for any backlog is about {rss_idle + per * 1000:.0f} MB (projection, not measured); "
+            f"worker caches at most {cache} workflows (INTERLOCK_MAX_CACHED_WORKFLOWS; evicted ones "
+            "are replayed on demand), so memory stops growing once the cache is full; "
             f"{sizes.scale} settled in {settle_seconds:.0f} s ({sizes.scale / settle_seconds:.1f}/s)",
         ),
         Figure(

@@ -143,6 +143,7 @@ def worker_env(settings: Settings, task_queue: str) -> dict[str, str]:
         "INTERLOCK_HOME": str(settings.home_dir),
         "INTERLOCK_LAB_ROOT": str(settings.lab_dir),
         "INTERLOCK_MAX_CONCURRENT_PLAYBOOKS": str(settings.max_concurrent_playbooks),
+        "INTERLOCK_MAX_CACHED_WORKFLOWS": str(settings.max_cached_workflows),
     }
     if settings.database_url is not None:
         env["INTERLOCK_DATABASE_URL"] = settings.database_url.get_secret_value()

@@ -6,6 +6,7 @@ I/O here (`load_policy`); everything else is pure so workflows and tests can use
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from datetime import UTC, datetime, timedelta
@@ -571,12 +572,24 @@ def parse_policy(text: str, path: Path | str = "<policy>") -> Policy:
 
 
 def load_policy(path: Path | None) -> Policy:
+    """The policy in the file (the built-in default for None), read anew on every call.
+
+    Parsing and validating costs ~20 ms, and the worker's activities load the policy several
+    times per proposal, so the parsed policy is kept for as long as the file's text is the same.
+    Treat the result as read-only: it is shared.
+    """
     if path is None:
-        return parse_policy(default_policy_text(), "<default policy>")
+        return _parsed(default_policy_text(), "<default policy>")
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise PolicyError(path, [f"cannot read: {exc.strerror}"]) from exc
+    return _parsed(text, str(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(text: str, path: str) -> Policy:
+    # Errors are not cached (lru_cache keeps only returned values): a bad file is re-read.
     return parse_policy(text, path)
 
 

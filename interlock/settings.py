@@ -157,6 +157,10 @@ class Settings(BaseSettings):
         50, gt=0, validation_alias=_env("INTERLOCK_MAX_CONCURRENT_ACTIVITIES"),
         description="Other activities (checks, audit, notifications) one worker runs at once.",
     )
+    max_cached_workflows: int = Field(
+        500, ge=0, validation_alias=_env("INTERLOCK_MAX_CACHED_WORKFLOWS"),
+        description="Proposals one worker keeps in memory (~0.4 MB each); others are replayed when needed.",
+    )
     shutdown_grace_seconds: float = Field(
         60.0, ge=0, validation_alias=_env("INTERLOCK_SHUTDOWN_GRACE"),
         description="On SIGTERM, seconds running activities get to finish before they are handed back.",

@@ -53,13 +53,26 @@ def is_alive(settings: Settings) -> bool:
 
 class InterlockWorker:
     """The main worker and the playbook worker, run and stopped together; once both have
-    stopped, the audit store's connections are closed."""
+    stopped, the audit store's and the checks' connections are closed."""
 
-    def __init__(self, main: Worker, playbooks: Worker, audit: AuditRecorder | None = None):
+    def __init__(
+        self,
+        main: Worker,
+        playbooks: Worker,
+        audit: AuditRecorder | None = None,
+        checks: ProposalChecks | None = None,
+    ):
         self.main = main
         self.playbooks = playbooks
         self._workers = (main, playbooks)
         self._audit = audit
+        self._checks = checks
+
+    async def _close(self) -> None:
+        if self._audit is not None:
+            self._audit.close()
+        if self._checks is not None:
+            await self._checks.aclose()
 
     async def run(self) -> None:
         tasks = [asyncio.create_task(w.run()) for w in self._workers]
@@ -70,8 +83,7 @@ class InterlockWorker:
             if not all(t.done() for t in tasks):
                 await self.shutdown()
             results = await asyncio.gather(*tasks, return_exceptions=True)
-        if self._audit is not None:
-            self._audit.close()
+        await self._close()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
@@ -97,8 +109,7 @@ class InterlockWorker:
     ) -> None:
         for w in reversed(self._workers):
             await w.__aexit__(exc_type, exc, tb)
-        if self._audit is not None:
-            self._audit.close()
+        await self._close()
 
 
 def build_worker(
@@ -146,6 +157,7 @@ def build_worker(
             audit.record_events,
         ],
         max_concurrent_activities=settings.max_concurrent_activities,
+        max_cached_workflows=settings.max_cached_workflows,
         graceful_shutdown_timeout=grace,
         **worker_options,
     )
@@ -157,7 +169,7 @@ def build_worker(
         max_concurrent_activities=settings.max_concurrent_playbooks,
         graceful_shutdown_timeout=grace,
     )
-    return InterlockWorker(main, playbook_worker, audit)
+    return InterlockWorker(main, playbook_worker, audit, checks)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

@@ -15,7 +15,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from interlock.audit.events import AuditEventIn, EventKind
+    from interlock.audit.events import AuditBatch, AuditEventIn, EventKind
     from interlock.governance import (
         AUTO_APPROVER,
         ApprovalWait,
@@ -75,6 +75,8 @@ MAX_RECORDED_DUPLICATES = 50
 # Continue-as-new while awaiting approval past this many events (Temporal warns at 10,240).
 DEFAULT_HISTORY_EVENT_LIMIT = 5000
 PLAYBOOK_QUEUE_PATCH = "playbooks-on-own-task-queue"
+# Audit events recorded back to back go to the store in one activity (one transaction).
+AUDIT_BATCH_PATCH = "audit-events-batched"
 
 
 def playbook_task_queue(task_queue: str) -> str:
@@ -98,6 +100,8 @@ class RemediationWorkflow:
         self._notifications: list[workflow.ActivityHandle[None]] = []
         self._search_attributes = True
         self._audit_seq = 0
+        self._audit_batching = False
+        self._audit_queue: list[AuditEventIn] = []
         self._duplicate_ids: set[str] = set()
         self._assessment = Assessment(ok=False, reasons=[], policy_version="")
         self._history_limit = DEFAULT_HISTORY_EVENT_LIMIT
@@ -125,6 +129,7 @@ class RemediationWorkflow:
     async def run(self, inp: RemediationRun) -> ProposalState:
         proposal = inp.proposal
         self._search_attributes = inp.search_attributes
+        self._audit_batching = workflow.patched(AUDIT_BATCH_PATCH)
         if inp.continued is not None:
             return await self._continue_waiting(inp.continued)
         self._state = ProposalState(
@@ -144,10 +149,12 @@ class RemediationWorkflow:
         self.state.policy_version = assessment.policy_version
         self.state.evidence = assessment.evidence
         self.state.service = assessment.service
+        # Written with the risk assessment (or the final event): nothing runs in between.
         await self._audit(
             EventKind.SUBMITTED,
             actor=proposal.recommender,
             data={"proposal": proposal.model_dump(mode="json"), "policy": assessment.policy_version},
+            later=True,
         )
         await self._audit(
             EventKind.SECURITY if assessment.security_violation else EventKind.EVIDENCE_CHECKED,
@@ -156,6 +163,7 @@ class RemediationWorkflow:
                 "reasons": assessment.reasons,
                 "items": [i.model_dump(mode="json") for i in evidence_items(assessment)],
             },
+            later=True,
         )
         if not assessment.ok or assessment.service is None or assessment.governance is None:
             prefix = ["security: outside the recommender's scope"] if assessment.security_violation else []
@@ -192,7 +200,7 @@ class RemediationWorkflow:
                 f"this is {self.tier.value}"
             ]
             # Above its highest tier is a scope violation too: on record for an auditor.
-            await self._audit(EventKind.SECURITY, data={"ok": False, "reasons": reasons})
+            await self._audit(EventKind.SECURITY, data={"ok": False, "reasons": reasons}, later=True)
             return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, reasons)
 
         await self._audit(EventKind.RISK_ASSESSED, data=self.state.risk.model_dump(mode="json"))
@@ -372,8 +380,8 @@ class RemediationWorkflow:
         assert self.state.preview is not None
         for d in self.state.decisions:
             if d.plan_hash == self.state.plan_hash:
-                await self._audit_decision(d)
-        # Fail closed: the start is on record before anything touches a system.
+                await self._audit_decision(d, later=True)
+        # Fail closed: the start (and what led to it) is on record before anything touches a system.
         await self._audit(EventKind.EXECUTION_STARTED, data={"plan_hash": self.state.plan_hash})
         self._set_status(ProposalStatus.EXECUTING)
         workflow.set_current_details(approval_details(self.state))
@@ -427,6 +435,7 @@ class RemediationWorkflow:
                 "reasons": report.reasons,
                 "items": [i.model_dump(mode="json") for i in report.items],
             },
+            later=True,
         )
         return report.ok
 
@@ -451,6 +460,7 @@ class RemediationWorkflow:
                 "reasons": still,
                 "items": [i.model_dump(mode="json") for i in report.items],
             },
+            later=True,
         )
         return still
 
@@ -550,12 +560,13 @@ class RemediationWorkflow:
         if self.state.rejected_decision_pending():
             for d in self.state.decisions:
                 if d.decision is DecisionKind.REJECT:
-                    await self._audit_decision(d)
+                    await self._audit_decision(d, later=True)
         for result in (self.state.verification, self.state.rollback):
             if result is not None:
                 await self._audit(
                     EventKind.VERIFICATION if result is self.state.verification else EventKind.ROLLBACK,
                     data={"ok": result.ok, "error": result.error},
+                    later=True,
                 )
         await self._audit(EventKind.FINAL, data={"status": status.value, "reasons": reasons})
         workflow.set_current_details(approval_details(self.state))
@@ -632,7 +643,7 @@ class RemediationWorkflow:
 
     # --- Small helpers ---------------------------------------------------------------------
 
-    async def _audit_decision(self, d: DecisionRecord) -> None:
+    async def _audit_decision(self, d: DecisionRecord, later: bool = False) -> None:
         """One decision as an audit event: who, why, signed or not, by a person or the policy."""
         await self._audit(
             EventKind.DECISION,
@@ -645,31 +656,52 @@ class RemediationWorkflow:
                 "human": d.human,
                 "groups": d.groups,
             },
+            later=later,
         )
 
-    async def _audit(self, kind: EventKind, actor: str | None = None, data: dict | None = None) -> None:
-        """One append-only audit event, with an id that is the same on every retry."""
+    async def _audit(
+        self, kind: EventKind, actor: str | None = None, data: dict | None = None, later: bool = False
+    ) -> None:
+        """One append-only audit event, with an id that is the same on every retry.
+
+        `later`: keep it and write it with the next event, in one activity and one transaction.
+        Only for events followed by workflow code that touches nothing before that next write:
+        failing closed means no activity with an effect runs before what led to it is stored.
+        """
         p = self.state.proposal
         self._audit_seq += 1
-        await workflow.execute_activity(
-            "record_audit_event",
-            AuditEventIn(
-                event_id=f"{p.proposal_id}/{workflow.info().run_id}/{self._audit_seq}/{kind.value}",
-                proposal_id=p.proposal_id,
-                kind=kind,
-                at=workflow.now(),
-                actor=actor,
-                status=self.state.status.value,
-                recommender=p.recommender,
-                model_version=p.model_version,
-                action=p.action,
-                service=self.state.service.canonical if self.state.service else p.target.service,
-                risk_tier=self.state.risk.tier.value if self.state.risk else None,
-                data=data or {},
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=AUDIT_RETRY,
+        event = AuditEventIn(
+            event_id=f"{p.proposal_id}/{workflow.info().run_id}/{self._audit_seq}/{kind.value}",
+            proposal_id=p.proposal_id,
+            kind=kind,
+            at=workflow.now(),
+            actor=actor,
+            status=self.state.status.value,
+            recommender=p.recommender,
+            model_version=p.model_version,
+            action=p.action,
+            service=self.state.service.canonical if self.state.service else p.target.service,
+            risk_tier=self.state.risk.tier.value if self.state.risk else None,
+            data=data or {},
         )
+        if later and self._audit_batching:
+            self._audit_queue.append(event)
+            return
+        events, self._audit_queue = [*self._audit_queue, event], []
+        if len(events) == 1:
+            await workflow.execute_activity(
+                "record_audit_event",
+                event,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=AUDIT_RETRY,
+            )
+        else:
+            await workflow.execute_activity(
+                "record_audit_events",
+                AuditBatch(events=events),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=AUDIT_RETRY,
+            )
 
     def _set_status(self, status: ProposalStatus, note: str = "") -> None:
         self.state.status = status
@@ -811,8 +843,8 @@ class RemediationWorkflow:
     def _validate(self, kind: DecisionKind, inp: DecisionInput) -> None:
         # Validators refuse before anything is written to history.
         state = self._state
-        paused_reject = kind is DecisionKind.REJECT and state is not None and (
-            state.status is ProposalStatus.PAUSED
+        paused_reject = (
+            kind is DecisionKind.REJECT and state is not None and (state.status is ProposalStatus.PAUSED)
         )
         if state is None or (state.status is not ProposalStatus.AWAITING_APPROVAL and not paused_reject):
             current = state.status.value if state else "starting"
@@ -879,9 +911,11 @@ class RemediationWorkflow:
         if kind is DecisionKind.REJECT or self._quorum_met():
             # Answer once the workflow has acted on the decision, so the caller sees its effect.
             await workflow.wait_condition(
-                lambda: self.state.status.is_final
-                if kind is DecisionKind.REJECT
-                else self.state.status is not ProposalStatus.AWAITING_APPROVAL
+                lambda: (
+                    self.state.status.is_final
+                    if kind is DecisionKind.REJECT
+                    else self.state.status is not ProposalStatus.AWAITING_APPROVAL
+                )
             )
         else:
             self.state.waiting_for = self._missing()

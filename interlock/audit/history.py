@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 WORKFLOW_TYPE = "RemediationWorkflow"
 AUDIT_ACTIVITY = "record_audit_event"
+AUDIT_BATCH_ACTIVITY = "record_audit_events"  # {"events": [...]}: one transaction
 
 
 class HistoryInvalid(ValueError):
@@ -140,6 +141,17 @@ def _activity_summary(name: str, value: Any) -> str:
     return ""
 
 
+def _audit_events(activity_type: str, inp: Any) -> list[dict[str, Any]]:
+    """The audit events an activity's input asks to record (none for other activities)."""
+    if activity_type == AUDIT_ACTIVITY:
+        candidates = [inp]
+    elif activity_type == AUDIT_BATCH_ACTIVITY and isinstance(inp, dict):
+        candidates = inp.get("events") or []
+    else:
+        return []
+    return [e for e in candidates if isinstance(e, dict) and e.get("event_id")]
+
+
 def read_history(history: WorkflowHistory) -> HistoryFacts:
     """The decision timeline: submission, checks, playbooks, decisions, signals, timers, outcome."""
     facts = HistoryFacts(history.workflow_id)
@@ -163,16 +175,15 @@ def read_history(history: WorkflowHistory) -> HistoryFacts:
         elif kind == "activity_task_scheduled_event_attributes":
             attrs = event.activity_task_scheduled_event_attributes
             scheduled[event.event_id] = (attrs.activity_type.name, _first(attrs.input))
-            inp = scheduled[event.event_id][1]
-            if attrs.activity_type.name == AUDIT_ACTIVITY and isinstance(inp, dict) and inp.get("event_id"):
-                facts.audit_requested.add(inp["event_id"])
+            for audit_event in _audit_events(attrs.activity_type.name, scheduled[event.event_id][1]):
+                facts.audit_requested.add(audit_event["event_id"])
             continue
         elif kind == "activity_task_completed_event_attributes":
             attrs = event.activity_task_completed_event_attributes
             name, inp = scheduled.get(attrs.scheduled_event_id, ("?", None))
-            if name == AUDIT_ACTIVITY:
-                if isinstance(inp, dict) and inp.get("event_id"):
-                    facts.audit_events[inp["event_id"]] = inp
+            if name in (AUDIT_ACTIVITY, AUDIT_BATCH_ACTIVITY):
+                for audit_event in _audit_events(name, inp):
+                    facts.audit_events[audit_event["event_id"]] = audit_event
                 continue
             if name == "notify":
                 continue

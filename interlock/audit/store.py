@@ -307,8 +307,8 @@ class AuditStore:
         """
         if not events:
             return []
-        wanted = [(event, event_record(event), canonical_event(event)) for event in events]
-        ids = [event.event_id for event in events]
+        wanted = [(item, event_record(item), canonical_event(item)) for item in events]
+        ids = [item.event_id for item in events]
         if len(set(ids)) != len(ids):
             raise EventIdConflict(f"one batch names an event_id twice: {sorted(ids)}")
         written: dict[str, tuple[int, str]] = {}
@@ -324,12 +324,12 @@ class AuditStore:
                     ).first()
                     prev_seq, prev_hash = (last[0], last[1]) if last else (0, GENESIS)
                     rows = []
-                    for event, record, canonical in wanted:
-                        if event.event_id in existing:
+                    for item, record, canonical in wanted:
+                        if item.event_id in existing:
                             continue
                         seq, digest = prev_seq + 1, chain_hash(prev_hash, canonical)
                         rows.append({"seq": seq, "prev_hash": prev_hash, "hash": digest, **record})
-                        written[event.event_id] = (seq, digest)
+                        written[item.event_id] = (seq, digest)
                         prev_seq, prev_hash = seq, digest
                     if rows:
                         conn.execute(TABLE.insert(), rows)
@@ -338,13 +338,13 @@ class AuditStore:
         self._check_same(existing, wanted)
 
         results = []
-        for event in events:
-            if event.event_id in written:
-                seq, digest = written[event.event_id]
-                log.debug("audit event %s recorded as row %d", event.event_id, seq)
+        for item in events:
+            if item.event_id in written:
+                seq, digest = written[item.event_id]
+                log.debug("audit event %s recorded as row %d", item.event_id, seq)
                 results.append(AppendResult(seq=seq, hash=digest, duplicate=False))
             else:
-                row = existing[event.event_id]
+                row = existing[item.event_id]
                 results.append(AppendResult(seq=row.seq, hash=row.hash, duplicate=True))
         # Re-advancing the head on a retry repairs a head file a crash left behind.
         newest = max(results, key=lambda r: r.seq)
@@ -353,11 +353,11 @@ class AuditStore:
 
     @staticmethod
     def _check_same(existing: dict[str, Any], wanted: list[tuple[AuditEventIn, dict, str]]) -> None:
-        for event, _, canonical in wanted:
-            row = existing.get(event.event_id)
+        for item, _, canonical in wanted:
+            row = existing.get(item.event_id)
             if row is not None and canonical_row(row) != canonical:
                 raise EventIdConflict(
-                    f"event_id {event.event_id!r} is already recorded (row {row.seq}) "
+                    f"event_id {item.event_id!r} is already recorded (row {row.seq}) "
                     "with different content"
                 )
 

@@ -54,7 +54,7 @@ async def audit_attempts(client: Client, proposal_id: str) -> int:
         (
             p.attempt
             for p in desc.raw_description.pending_activities
-            if p.activity_type.name == "record_audit_event"
+            if p.activity_type.name in ("record_audit_event", "record_audit_events")
         ),
         default=0,
     )

@@ -136,7 +136,8 @@ async def failed_audit_writes(client: Client, ids: list[str]) -> int:
         count += sum(
             1
             for pending in desc.raw_description.pending_activities
-            if pending.activity_type.name == "record_audit_event" and pending.attempt > 1
+            if pending.activity_type.name in ("record_audit_event", "record_audit_events")
+            and pending.attempt > 1
         )
     return count
 

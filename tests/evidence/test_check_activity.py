@@ -57,7 +57,11 @@ def proposal(
 
 
 async def check(settings: Settings, p: Proposal) -> Assessment:
-    result: Assessment = await ActivityEnvironment().run(ProposalChecks(settings).check_proposal, p)
+    checks = ProposalChecks(settings)
+    try:
+        result: Assessment = await ActivityEnvironment().run(checks.check_proposal, p)
+    finally:
+        await checks.aclose()
     return result
 
 
@@ -242,6 +246,7 @@ async def test_recheck_sees_the_condition_clear(settings: Settings, healthy_lab:
     cleared: EvidenceReport = await env.run(
         checks.recheck_evidence, EvidenceRecheck(proposal=p, service="checkout-api", items=p.evidence)
     )
+    await checks.aclose()
     assert not cleared.ok
     assert all(i.fetched and not i.supports for i in cleared.items)
 

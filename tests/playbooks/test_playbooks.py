@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,28 @@ def test_restart_changes_the_pid_and_verify_passes(lab: Lab, run_playbook: RunPl
     )
     assert verify.status == "successful", verify.failed_task()
     assert verify.stats == {"health_status": 200, "pid": after["pid"], "version": "v2"}
+
+
+def test_two_changes_of_one_service_at_once_both_restart_it(lab: Lab, run_playbook: RunPlaybook) -> None:
+    # Two proposals (or two workers) restarting one service at the same moment: the module
+    # serializes them on the service, as a service manager would, instead of racing for its port.
+    first, second = change_id(), change_id()
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(
+            pool.map(
+                lambda cid: run_playbook("restart_service.yml", extravars(lab, cid, service="inventory-api")),
+                [first, second],
+            )
+        )
+
+    assert [(r.status, r.rc) for r in runs] == [("successful", 0)] * 2, [r.failed_task() for r in runs]
+    done = restarts(lab, first) + restarts(lab, second)
+    assert len(done) == 2
+    # One after the other: the second stopped the process the first started.
+    pids = {r.stats["pid"] for r in runs}
+    assert len(pids) == 2
+    assert {c["previous_pid"] for c in done} & pids, done
+    assert lab.status()["services"]["inventory-api"]["healthy"]
 
 
 def test_the_same_change_id_restarts_once(lab: Lab, run_playbook: RunPlaybook) -> None:
