@@ -93,7 +93,8 @@ class PlaybookRunner:
         cancelled = threading.Event()
         started = datetime.now(UTC)
         extravars = self.extra_vars(run)
-        digest = playbooks_digest(self.settings.playbooks_dir)
+        # Reading the tree blocks: off the worker's event loop, which runs workflows too.
+        digest = await asyncio.to_thread(playbooks_digest, self.settings.playbooks_dir)
         if run.expected_digest and digest != run.expected_digest:
             # The plan on disk is not the plan that was approved: run nothing.
             raise ApplicationError(

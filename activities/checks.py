@@ -145,10 +145,10 @@ class ProposalChecks:
         track: TrackRecord | None = None
         error = ""
         try:
-            changes = await records.recent_changes(
-                facts.service, facts.recent_change_window, now, exclude=proposal_id
+            changes, track = await asyncio.gather(
+                records.recent_changes(facts.service, facts.recent_change_window, now, exclude=proposal_id),
+                records.track_record(facts.recommender, facts.track_record_window, now),
             )
-            track = await records.track_record(facts.recommender, facts.track_record_window, now)
         except RecordsUnavailable as err:
             activity.logger.warning("execution record unavailable: %s", err)
             error = str(err)

@@ -30,6 +30,11 @@ class GateActivities:
             self._pauses = PauseStore(database_url(self.settings))
         return self._pauses
 
+    def close(self) -> None:
+        if self._pauses is not None:
+            self._pauses.close()
+            self._pauses = None
+
     @activity.defn(name="precheck_execution")
     async def precheck(self, inp: PrecheckInput) -> PrecheckResult:
         """Just before a playbook runs: the plan on disk, freezes and pauses, as they are now."""

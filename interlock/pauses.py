@@ -57,6 +57,9 @@ class PauseStore:
         self.engine: Engine = create_engine(url)
         SQLModel.metadata.create_all(self.engine, tables=[PauseRow.__table__])  # type: ignore[list-item]
 
+    def close(self) -> None:
+        self.engine.dispose()
+
     def add(self, pause: Pause) -> None:
         with Session(self.engine) as session:
             session.add(

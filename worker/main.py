@@ -61,16 +61,20 @@ class InterlockWorker:
         playbooks: Worker,
         audit: AuditRecorder | None = None,
         checks: ProposalChecks | None = None,
+        gate: GateActivities | None = None,
     ):
         self.main = main
         self.playbooks = playbooks
         self._workers = (main, playbooks)
         self._audit = audit
         self._checks = checks
+        self._gate = gate
 
     async def _close(self) -> None:
         if self._audit is not None:
             self._audit.close()
+        if self._gate is not None:
+            self._gate.close()
         if self._checks is not None:
             await self._checks.aclose()
 
@@ -169,7 +173,7 @@ def build_worker(
         max_concurrent_activities=settings.max_concurrent_playbooks,
         graceful_shutdown_timeout=grace,
     )
-    return InterlockWorker(main, playbook_worker, audit, checks)
+    return InterlockWorker(main, playbook_worker, audit, checks, gate)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

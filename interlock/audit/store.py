@@ -253,8 +253,17 @@ class AuditStore:
         self.dialect = self.engine.dialect.name
         self.head_file = head_file
         self._head_lock = threading.Lock()
+        self._closed = False
+
+        @event.listens_for(self.engine, "checkin")
+        def _checkin(dbapi_conn: Any, _record: Any) -> None:
+            # A connection still in use when the store was closed (an activity's thread that
+            # outlived a worker shutdown) is closed when it comes back, not left to the GC.
+            if self._closed:
+                dbapi_conn.close()
 
     def close(self) -> None:
+        self._closed = True
         self.engine.dispose()
 
     def __enter__(self) -> AuditStore:

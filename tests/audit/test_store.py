@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import sqlite3
+import sys
 from datetime import timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -178,3 +182,33 @@ def test_event_input_is_validated() -> None:
         AuditEventIn(event_id="x", proposal_id="p", kind="no-such-kind", at=T0)
     with pytest.raises(ValidationError, match="JSON"):
         event("p-1", "security", data={"score": float("nan")})
+
+
+def test_a_connection_in_use_when_the_store_closes_is_closed_when_it_comes_back(backend: Backend) -> None:
+    # An activity's thread can outlive a worker shutdown; its connection must not be left open
+    # for the garbage collector (psycopg warns "deleted while still open").
+    unraisable: list[str] = []
+    hook, sys.unraisablehook = sys.unraisablehook, lambda u: unraisable.append(str(u.exc_value))
+    try:
+        store = AuditStore(backend.url)
+        store.migrate()
+        conn = store.engine.connect()
+        raw = conn.connection.driver_connection
+        conn.exec_driver_sql("SELECT 1")
+        store.close()
+        conn.close()
+        del conn
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert unraisable == []
+    closed = raw.closed if backend.name == "postgresql" else _sqlite_closed(raw)
+    assert closed
+
+
+def _sqlite_closed(raw: Any) -> bool:
+    try:
+        raw.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        return True
+    return False

@@ -98,9 +98,11 @@ class AuditDatabase:
 
     async def outage(self, until: Callable[[], Awaitable[bool]], longest: float = 180.0) -> int:
         """Refuse new connections and kill open ones until `until()` holds; returns kills."""
-        killed = 0
         self.refuse()
         try:
+            # At once, before anything else runs on this loop: a write already holding a pooled
+            # connection would otherwise land before the outage begins.
+            killed = self.terminate()
             deadline = time.monotonic() + longest
             while not await until():
                 assert time.monotonic() < deadline, "the outage never met an audit write"
