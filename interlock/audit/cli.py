@@ -278,9 +278,10 @@ def replay(
 ) -> None:
     """Check a history against today's workflow code (determinism) and print its decision timeline.
 
-    Replay checks that the code issues the same commands (activities, timers, ...) as the history
-    records. --all replays unsandboxed in parallel processes unless --sandboxed: the worker and
-    tests/workflows/test_replay.py already run the code in the sandbox.
+    Replay checks that the code issues the commands the history records (activities, timers, ...).
+
+    --all replays outside the sandbox, in parallel processes, unless --sandboxed: the worker
+    and tests/workflows/test_replay.py run the same code in the sandbox.
 
     Exit 1 when a history does not replay: the code would decide differently from the record.
     """
