@@ -23,6 +23,7 @@ from interlock.audit import open_store
 from interlock.settings import Settings
 
 if TYPE_CHECKING:
+    from interlock.audit.history import ReplayOutcome
     from interlock.audit.store import AuditEvent, AuditStore
 
 audit_app = typer.Typer(
@@ -308,7 +309,7 @@ def replay(
     if all_:
         settings = _settings()
 
-        async def everything() -> list[Any]:
+        async def everything() -> list[ReplayOutcome]:
             from interlock.temporal import connect
 
             client = await connect(settings)
