@@ -23,6 +23,7 @@ from interlock.audit import open_store
 from interlock.settings import Settings
 
 if TYPE_CHECKING:
+    from interlock.audit.history import ReplayOutcome
     from interlock.audit.store import AuditEvent, AuditStore
 
 audit_app = typer.Typer(
@@ -259,9 +260,29 @@ def replay(
     since: Annotated[
         str | None, typer.Option("--since", help="With --all: only those closed in this window (24h, 7d).")
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", min=1, help="With --all: replay in this many processes (default: one per CPU)."
+        ),
+    ] = None,
+    sandboxed: Annotated[
+        bool,
+        typer.Option(
+            "--sandboxed",
+            help="With --all: also run the workflow code in the worker's sandbox, which refuses "
+            "non-deterministic calls (clock, randomness, I/O) on every path the histories take. "
+            "About 3 times slower. --history and --workflow-id always replay sandboxed.",
+        ),
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Check a history against today's workflow code (determinism) and print its decision timeline.
+
+    Replay checks that the code issues the commands the history records (activities, timers, ...).
+
+    --all replays outside the sandbox, in parallel processes, unless --sandboxed: the worker
+    and tests/workflows/test_replay.py run the same code in the sandbox.
 
     Exit 1 when a history does not replay: the code would decide differently from the record.
     """
@@ -270,6 +291,7 @@ def replay(
         closed_histories,
         load_history,
         read_history,
+        replay_many,
     )
     from interlock.audit.history import replay as replay_history
 
@@ -277,6 +299,8 @@ def replay(
         fail("give exactly one of --history FILE, --workflow-id ID or --all", 2)
     if since is not None and not all_:
         fail("--since goes with --all", 2)
+    if (jobs is not None or sandboxed) and not all_:
+        fail("--jobs and --sandboxed go with --all", 2)
     try:
         window = parse_duration(since) if since is not None else None
     except ValueError as exc:
@@ -285,32 +309,29 @@ def replay(
     if all_:
         settings = _settings()
 
-        async def everything() -> list[tuple[str, str, str | None]]:
+        async def everything() -> list[ReplayOutcome]:
             from interlock.temporal import connect
 
             client = await connect(settings)
-            results = []
-            for history in await closed_histories(client, window):
-                first = history.events[0]
-                run_id = first.workflow_execution_started_event_attributes.original_execution_run_id
-                results.append((history.workflow_id, run_id, await replay_history(history)))
-            return results
+            return await replay_many(await closed_histories(client, window), jobs=jobs, sandboxed=sandboxed)
 
         results = _run(everything())
-        failures = [r for r in results if r[2] is not None]
+        failures = [r for r in results if not r.ok]
         if json_out:
             print_json(
                 {
                     "replayed": len(results),
                     "failed": len(failures),
+                    "sandboxed": sandboxed,
                     "results": [
-                        {"workflow_id": w, "run_id": r, "ok": e is None, "error": e} for w, r, e in results
+                        {"workflow_id": r.workflow_id, "run_id": r.run_id, "ok": r.ok, "error": r.error}
+                        for r in results
                     ],
                 }
             )
         else:
-            for w, r, e in failures:
-                out.print(f"FAILED {w} (run {r}): {e}", markup=False)
+            for r in failures:
+                out.print(f"FAILED {r.workflow_id} (run {r.run_id}): {r.error}", markup=False)
             out.print(f"replayed {len(results)} closed proposal(s): {len(failures)} failed", markup=False)
         if failures:
             raise typer.Exit(1)
