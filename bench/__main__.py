@@ -215,6 +215,7 @@ async def run(args: argparse.Namespace) -> int:
             settings=make_settings(workdir / "home", lab.root, server.address),
             sizes=sizes,
             database_url=args.database_url,
+            quick=args.quick,
         )
         for name in names:
             log.info("running %s", name)

@@ -71,6 +71,7 @@ class Sizes:
     scale_samples: int = 20
     audit_events: int = 1_000_000
     replays: int = 200
+    drill_proposals: int = 200  # proposals waiting while the drills kill things (5 run)
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -84,6 +85,7 @@ class Sizes:
             scale_samples=2,
             audit_events=2_000,
             replays=10,
+            drill_proposals=6,
         )
 
 
@@ -98,6 +100,7 @@ class BenchContext:
     database_url: str | None
     histories: list[WorkflowHistory] = field(default_factory=list)
     shape: tuple[int, int] | None = None
+    quick: bool = False
 
 
 # --- driving proposals ---------------------------------------------------------------------------
@@ -787,6 +790,63 @@ async def bench_replay(ctx: BenchContext) -> list[Figure]:
     return figures
 
 
+# --- durability drills at the issue's size -------------------------------------------------------
+
+KILL = "tests/drills/test_kill.py::test_kill_under_load_loses_nothing_and_runs_nothing_twice"
+DRILLS = {  # pytest node id -> what the drill does
+    f"{KILL}[server]": "dev server SIGKILLed and restarted",
+    f"{KILL}[worker]": "worker SIGKILLed and restarted",
+    "tests/drills/test_audit_outage.py::test_audit_database_outage_loses_and_duplicates_nothing": (
+        "audit database cut off while events are written"
+    ),
+    "tests/drills/test_expiry_race.py": "approvals racing the approval timer",
+}
+
+
+async def bench_drills(ctx: BenchContext) -> list[Figure]:
+    """tests/drills at the issue's size: each a pass or a failure, with its wall time.
+
+    They are the same tests `.ci/run` runs at 12 proposals; here with `drill_proposals` waiting
+    and 5 playbooks running. Each test starts its own dev server, lab and database.
+    """
+    import xml.etree.ElementTree as ET
+
+    proposals = ctx.sizes.drill_proposals
+    report = ctx.workdir / "drills.xml"
+    env = {**os.environ, "INTERLOCK_DRILL_PROPOSALS": str(proposals), "INTERLOCK_DRILL_RUNNING": "5"}
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
+    # Quick mode checks the harness with the shortest drill: `.ci/run` runs all of them as tests.
+    argv += [n for n in DRILLS if "expiry" in n] if ctx.quick else list(DRILLS)
+    done = await asyncio.to_thread(subprocess.run, argv, cwd=REPO, env=env, capture_output=True, text=True)
+    if not report.exists():
+        raise RuntimeError(f"the drills did not run: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    figures = []
+    for case in ET.parse(report).getroot().iter("testcase"):
+        name = case.get("name", "")
+        node = f"{case.get('classname', '').replace('.', '/')}.py::{name}"
+        label = DRILLS.get(node) or DRILLS.get(node.split("::")[0], name)
+        failure = case.find("failure")
+        if failure is None:
+            failure = case.find("error")
+        passed = failure is None and case.find("skipped") is None
+        figures.append(
+            Figure(
+                "durability drill",
+                label,
+                "s",
+                [float(case.get("time", "0"))],
+                target="every proposal final, no change twice, no audit event lost or duplicated",
+                met=passed,
+                judged_on="passed" if passed else "FAILED",
+                size=f"{proposals} proposals waiting, 5 playbooks running (real Ansible), tests/drills",
+                note="" if passed else (failure.get("message") or "")[:300],
+            )
+        )
+    if not figures:
+        raise RuntimeError(f"no drill results: {done.stdout[-2000:]}")
+    return figures
+
+
 BENCHMARKS: dict[str, Callable[[BenchContext], Awaitable[list[Figure]]]] = {
     "round_trips": bench_round_trips,
     "engine_overhead": bench_engine_overhead,
@@ -794,4 +854,5 @@ BENCHMARKS: dict[str, Callable[[BenchContext], Awaitable[list[Figure]]]] = {
     "ansible": bench_ansible,
     "scale": bench_scale,
     "audit": bench_audit,
+    "drills": bench_drills,
 }

@@ -40,12 +40,13 @@ def test_quick_mode_runs_every_benchmark_and_writes_results(tmp_path: Path) -> N
         "Ansible overhead",
         "scale of waiting",
         "audit",
+        "durability drill",
     ):
         assert f"| {benchmark} |" in text, f"no {benchmark} row in:\n{text}"
     for status in ("completed", "rolled_back", "rejected", "rejected_by_checks", "expired"):
         assert f"| {status}: " in text
     assert "bare Temporal workflow" in text and "plain `ansible-playbook" in text
-    assert len(BENCHMARKS) == 6
+    assert len(BENCHMARKS) == 7
 
 
 def test_bad_size_is_refused_with_its_name() -> None:

@@ -52,10 +52,10 @@ async def submit_many(
     return ids
 
 
-async def wait_awaiting(client: Client, queue: str, ids: list[str], timeout: float = 600) -> None:
-    """Until visibility shows every one of `ids` awaiting approval."""
+async def wait_awaiting(client: Client, queue: str, ids: list[str], timeout: float | None = None) -> None:
+    """Until visibility shows every one of `ids` awaiting approval (each needs a real preview)."""
     pending = set(ids)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + (timeout or max(600.0, 5.0 * len(ids)))
     while pending:
         pending -= await retrying(lambda: awaiting_ids(client, queue))
         if pending:
