@@ -16,6 +16,7 @@ import asyncio
 import logging
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -250,7 +251,14 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM as Ctrl-C: asyncio.run cancels the run, so its finally blocks stop the dev
+    # server and the lab instead of leaving them running.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("temporalio", "alembic", "httpx", "interlock", "activities"):

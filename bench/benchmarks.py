@@ -6,6 +6,7 @@ Every benchmark takes the shared BenchContext and a Sizes, and returns Figures f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -262,17 +263,33 @@ async def awaiting_ids(client: Client, queue: str) -> set[str]:
     return {wf.id async for wf in client.list_workflows(query)}
 
 
+async def fail_on_ended(client: Client, queue: str, pending: set[str]) -> None:
+    """A proposal that ended before it awaited approval will never await it: stop and say why."""
+    query = f"TaskQueue = '{queue}' AND ExecutionStatus != 'Running' AND WorkflowType = 'RemediationWorkflow'"
+    ended = [wf.id async for wf in client.list_workflows(query) if wf.id in pending]
+    if ended:
+        state = await get_state(client, ended[0])
+        raise RuntimeError(
+            f"{len(ended)} proposal(s) ended before awaiting approval, e.g. {ended[0]} "
+            f"{state.status.value}: {state.reasons}"
+        )
+
+
 async def approve_as_they_wait(
     client: Client, queue: str, ids: list[str], decide_one: Callable[[str], Awaitable[Any]]
 ) -> None:
     """Approve each of `ids` as soon as visibility shows it awaiting approval."""
     pending = set(ids)
     tasks: list[asyncio.Task[Any]] = []
+    rounds = 0
     while pending:
         ready = await awaiting_ids(client, queue) & pending
         pending -= ready
         tasks += [asyncio.create_task(decide_one(pid)) for pid in ready]
         if pending:
+            rounds += 1
+            if rounds % 25 == 0:
+                await fail_on_ended(client, queue, pending)
             await asyncio.sleep(0.2)
     await asyncio.gather(*tasks)
 
@@ -357,11 +374,15 @@ async def settle_many(ctx: BenchContext, queue: str, n: int, label: str) -> list
     await gather_limited([start_proposal(ctx, queue, p) for p in ids], limit=50)
     pending = set(ids)
     deadline = time.monotonic() + 4 * 3600
+    rounds = 0
     while pending:
         pending -= await awaiting_ids(ctx.client, queue)
         if pending:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(pending)} of {n} proposals never reached awaiting_approval")
+            rounds += 1
+            if rounds % 10 == 0:
+                await fail_on_ended(ctx.client, queue, pending)
             await asyncio.sleep(1.0)
     return ids
 
@@ -570,8 +591,10 @@ async def bench_scale(ctx: BenchContext) -> list[Figure]:
         rss_after = rss_mb(proc.pid)
     finally:
         stop.set()
-        await sampler
-        kill_process(proc)
+        sampler.cancel()  # it may be between two samples: the process is about to go
+        kill_process(proc)  # before any await: on an interrupt those are cancelled too
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
     p99 = percentile(from_return, 99)
     per = max(0.0, rss_waiting - rss_idle) / sizes.scale
     cache = ctx.settings.max_cached_workflows

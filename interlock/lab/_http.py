@@ -6,6 +6,7 @@ import http.client
 import json
 import urllib.error
 import urllib.request
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 # An empty ProxyHandler: an http_proxy in the environment must not capture loopback calls.
@@ -30,3 +31,15 @@ def _parse(body: bytes) -> Any:
         return json.loads(body)
     except ValueError:
         return body.decode(errors="replace")
+
+
+class LabHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server with a listen backlog fit for bursts of checks.
+
+    The standard library listens with a backlog of 5: a burst of concurrent evidence checks then
+    overflows it, the kernel drops SYNs, and clients wait a 1 s retransmission, long enough for
+    the monitor's probe to time out and call a busy service down.
+    """
+
+    request_queue_size = 256
+    daemon_threads = True

@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, quote, urlsplit
 
-from interlock.lab._http import request_json
+from interlock.lab._http import LabHTTPServer, request_json
 from interlock.lab._layout import LabPaths, load_config, write_atomic
 
 logger = logging.getLogger("interlock.lab.monitor")
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = LabPaths(args.root)
     port = int(load_config(args.root)["monitor_port"])
     try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(Monitor(args.root)))
+        server = LabHTTPServer(("127.0.0.1", port), make_handler(Monitor(args.root)))
     except OSError as err:
         logger.error("cannot listen on 127.0.0.1:%d: %s", port, err)
         return 1

@@ -13,11 +13,12 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from interlock.lab._http import LabHTTPServer
 from interlock.lab._layout import LabPaths, append_change, load_config, write_atomic
 
 logger = logging.getLogger("interlock.lab.service")
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Bind before detaching so a busy port fails the launcher, not a background child.
     try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(state))
+        server = LabHTTPServer(("127.0.0.1", port), make_handler(state))
     except OSError as err:
         logger.error("cannot listen on 127.0.0.1:%d: %s", port, err)
         return 1
