@@ -231,6 +231,8 @@ async def run(args: argparse.Namespace) -> int:
                 continue
             figures += got
             log.info("%s done in %.0f s", name, time.perf_counter() - t)
+            # Written after each benchmark too: a long run stopped midway keeps what it measured.
+            args.out.write_text(render(figures, failures, args, sizes, time.perf_counter() - started))
             for f in got:
                 log.info(
                     "  %s / %s: median %s %s, p99 %s",
