@@ -18,7 +18,7 @@ import httpx
 from temporalio import activity
 from temporalio.client import Client
 
-from activities.records import ExecutionRecords, RecordsUnavailable
+from activities.records import ExecutionRecords, RecordsUnavailable, VisibilityCache
 from interlock.evidence import check_items
 from interlock.governance import Assessment, Governance
 from interlock.models import (
@@ -47,6 +47,8 @@ class ProposalChecks:
         self.settings = settings
         # Without a client (a unit test) the execution record and track record are unavailable.
         self.client = client
+        # Visibility answers shared by checks made moments apart (see FACTS_MAX_AGE_SECONDS).
+        self._visibility = VisibilityCache()
         # One HTTP client for every check (building one costs ~20-40 ms of CPU: TLS context).
         self._http: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
 
@@ -70,7 +72,7 @@ class ProposalChecks:
     def records(self) -> ExecutionRecords | None:
         if self.client is None:
             return None
-        return ExecutionRecords(self.client, activity.info().task_queue)
+        return ExecutionRecords(self.client, activity.info().task_queue, self._visibility)
 
     @activity.defn(name="check_proposal")
     async def check_proposal(self, proposal: Proposal) -> Assessment:
