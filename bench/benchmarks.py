@@ -368,11 +368,13 @@ async def bench_engine_overhead(ctx: BenchContext) -> list[Figure]:
 # --- decision latency ----------------------------------------------------------------------------
 
 
-async def settle_many(ctx: BenchContext, queue: str, n: int, label: str) -> list[str]:
+async def settle_many(ctx: BenchContext, queue: str, n: int, label: str, wave: int = 250) -> list[str]:
     """Start n proposals and wait until all of them await approval.
 
-    Counted, not listed: listing thousands of waiting proposals every second would be a load on
-    the server of its own, growing with the backlog being measured.
+    In waves: a backlog builds up over time, not in one burst, and a burst far beyond the worker's
+    workflow cache (INTERLOCK_MAX_CACHED_WORKFLOWS) makes every workflow task a cache miss and a
+    replay, which would measure the burst, not the backlog. Counted, not listed: listing
+    thousands of waiting proposals every second would be a load of its own on the server.
     """
     awaiting = (
         f"TaskQueue = '{queue}' AND ExecutionStatus = 'Running' "
@@ -382,18 +384,20 @@ async def settle_many(ctx: BenchContext, queue: str, n: int, label: str) -> list
     base = (await ctx.client.count_workflows(awaiting)).count
     base_ended = (await ctx.client.count_workflows(ended)).count
     ids = [new_id(label) for _ in range(n)]
-    await gather_limited([start_proposal(ctx, queue, p) for p in ids], limit=50)
     deadline = time.monotonic() + 4 * 3600
     last_log = time.monotonic()
-    while (waiting := (await ctx.client.count_workflows(awaiting)).count - base) < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{n - waiting} of {n} proposals never reached awaiting_approval")
-        if (await ctx.client.count_workflows(ended)).count > base_ended:
-            await fail_on_ended(ctx.client, queue, set(ids))
+    for start in range(0, n, wave):
+        batch = ids[start : start + wave]
+        await gather_limited([start_proposal(ctx, queue, p) for p in batch], limit=50)
+        while (waiting := (await ctx.client.count_workflows(awaiting)).count - base) < start + len(batch):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{n - waiting} of {n} proposals never reached awaiting_approval")
+            if (await ctx.client.count_workflows(ended)).count > base_ended:
+                await fail_on_ended(ctx.client, queue, set(ids))
+            await asyncio.sleep(0.5)
         if time.monotonic() - last_log > 60:
             log.info("%s: %d of %d awaiting approval", label, waiting, n)
             last_log = time.monotonic()
-        await asyncio.sleep(1.0)
     return ids
 
 
