@@ -875,7 +875,11 @@ async def bench_drills(ctx: BenchContext) -> list[Figure]:
                 target="every proposal final, no change twice, no audit event lost or duplicated",
                 met=passed,
                 judged_on="passed" if passed else "FAILED",
-                size=f"{proposals} proposals waiting, 5 playbooks running (real Ansible), tests/drills",
+                size=(
+                    f"{proposals} proposals waiting, 5 playbooks running (real Ansible), tests/drills"
+                    if "kill" in name
+                    else "its own fixed size (not scaled by --drill-proposals), tests/drills"
+                ),
                 note="" if passed else (failure.get("message") or "")[:300],
             )
         )
