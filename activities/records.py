@@ -99,9 +99,10 @@ def _window_start(now: datetime, window: timedelta) -> str:
 
 class ExecutionRecords:
     def __init__(self, client: Client, task_queue: str, cache: VisibilityCache | None = None):
+        # Without a cache every check asks the server itself.
         self.client = client
         self.task_queue = task_queue
-        self.cache = cache or VisibilityCache(max_age=0)
+        self.cache = cache
 
     async def _count(self, query: str) -> int:
         async def ask() -> int:
@@ -110,7 +111,7 @@ class ExecutionRecords:
             except RPCError as err:
                 raise RecordsUnavailable(f"visibility query failed: {err.message}") from err
 
-        return await self.cache.get(f"count:{query}", ask)
+        return await self.cache.get(f"count:{query}", ask) if self.cache else await ask()
 
     async def track_record(self, recommender: str, window: timedelta, now: datetime) -> TrackRecord:
         base = (
@@ -159,7 +160,7 @@ class ExecutionRecords:
                 raise RecordsUnavailable(f"visibility query failed: {err.message}") from err
             return changes
 
-        changes = await self.cache.get(f"list:{query}", ask)
+        changes = await self.cache.get(f"list:{query}", ask) if self.cache else await ask()
         return [c for c in changes if c.proposal_id != exclude][:MAX_CHANGE_RECORDS]
 
     async def change_records(self, service: str) -> list[dict[str, Any]]:

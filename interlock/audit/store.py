@@ -342,9 +342,10 @@ class AuditStore:
                         prev_seq, prev_hash = seq, digest
                     if rows:
                         conn.execute(TABLE.insert(), rows)
+            else:
+                self._check_same(existing, wanted)  # all there already: a retry, or a reused id
         except SQLAlchemyError as exc:
             raise AuditStoreError(f"cannot write the audit store: {one_line(exc)}") from exc
-        self._check_same(existing, wanted)
 
         results = []
         for item in events:
