@@ -15,16 +15,18 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ansible_runner
+import yaml
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from interlock.models import SAFE_NAME, PlaybookResult, PlaybookRun, Stage, TaskResult
-from interlock.policy import load_policy
+from interlock.policy import ActionSpec, load_policy
 from interlock.settings import Settings
 from interlock.tracing import record_task_spans, tracer
 
@@ -44,6 +46,67 @@ TASK_EVENTS = {
 FACT_KEYS = {"previous_pid", "previous_release", "previous_member", "pid"}
 
 
+# Variables Interlock itself sets for every playbook: a proposal can never set them.
+INTERLOCK_VARS = frozenset({"service", "lab_root", "service_manager", *FACT_KEYS})
+RESERVED_PREFIXES = ("ansible_", "interlock_")
+# Keys of a playbook that define variables (extra vars would override every one of them).
+_DEFINING_KEYS = {"vars", "register", "set_fact", "ansible.builtin.set_fact", "loop_var"}
+
+
+def playbook_variables(project_dir: Path) -> frozenset[str]:
+    """Every variable the playbook tree defines (play and task `vars`, `register`, `set_fact`,
+    `loop_var`): names a proposal's parameters must never reach, whatever the policy declares."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _DEFINING_KEYS:
+                    if isinstance(value, dict):
+                        found.update(str(k) for k in value)
+                    elif isinstance(value, str):
+                        found.add(value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for path in sorted([*project_dir.rglob("*.yml"), *project_dir.rglob("*.yaml")]):
+        try:
+            walk(yaml.safe_load(path.read_text()))
+        except yaml.YAMLError:
+            continue  # Ansible refuses it too; the run reports the playbook's own error
+    return frozenset(found)
+
+
+def reserved(name: str, playbook_vars: frozenset[str]) -> bool:
+    lowered = name.lower()
+    return lowered.startswith(RESERVED_PREFIXES) or name in INTERLOCK_VARS or name in playbook_vars
+
+
+def declared_parameters(
+    parameters: dict[str, str], action_name: str, action: ActionSpec, playbook_vars: frozenset[str]
+) -> dict[str, str]:
+    """The parameters exactly as the action declares them, checked here at the door to Ansible:
+    whoever started the workflow, nothing undeclared, off the allow-list or reserved gets through."""
+    problems: list[str] = []
+    for name, value in sorted(parameters.items()):
+        spec = action.parameters.get(name)
+        if reserved(name, playbook_vars):
+            problems.append(f"{name!r} is reserved (Interlock or the playbooks define it)")
+        elif spec is None:
+            problems.append(f"{name!r} is not a parameter of {action_name}")
+        elif value not in spec.allowed:
+            problems.append(f"{name}={value!r} is not allowed (allowed: {', '.join(spec.allowed)})")
+    missing = sorted(set(action.parameters) - set(parameters))
+    problems += [f"{name!r} is required by {action_name}" for name in missing]
+    if problems:
+        raise ApplicationError(
+            "parameters refused: " + "; ".join(problems), type="ParametersRefused", non_retryable=True
+        )
+    return dict(parameters)
+
+
 def safe_vars(values: dict[str, str], what: str) -> dict[str, str]:
     """Refuse anything that could steer Ansible itself, even if the workflow was fed it."""
     for key, value in values.items():
@@ -55,14 +118,33 @@ def safe_vars(values: dict[str, str], what: str) -> dict[str, str]:
 
 
 class PlaybookRunner:
-    def __init__(self, settings: Settings, tracer_: Tracer | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        tracer_: Tracer | None = None,
+        execution_runs: Callable[[str], set[str]] | None = None,
+    ):
         self.settings = settings
+        # The runs that recorded starting a proposal's change (the audit store): a change runs
+        # under one run only, so a reset can never execute it again under an old approval.
+        self.execution_runs = execution_runs
         self.tracer = tracer_ or tracer(settings)
         # One playbook per core at most: Ansible is CPU-bound on the worker.
         self._slots = asyncio.Semaphore(settings.max_concurrent_playbooks)
+        self._playbook_vars: tuple[str, frozenset[str]] | None = None
 
-    def extra_vars(self, run: PlaybookRun) -> dict[str, Any]:
-        params = safe_vars(run.parameters, "parameters")
+    def playbook_variables(self, digest: str) -> frozenset[str]:
+        # Keyed by the tree's digest (part of every plan), so the cache never goes stale.
+        if self._playbook_vars is None or self._playbook_vars[0] != digest:
+            names = playbook_variables(self.settings.playbooks_dir / "project")
+            self._playbook_vars = (digest, names)
+        return self._playbook_vars[1]
+
+    def extra_vars(self, run: PlaybookRun, action: ActionSpec, digest: str) -> dict[str, Any]:
+        params = safe_vars(
+            declared_parameters(run.parameters, run.action, action, self.playbook_variables(digest)),
+            "parameters",
+        )
         facts = safe_vars({k: v for k, v in run.facts.items() if k in FACT_KEYS}, "facts")
         rollback = run.stage in (Stage.ROLLBACK, Stage.VERIFY_ROLLBACK)
         slug = re.sub(r"[^a-z0-9._-]", "-", run.proposal_id.lower())[:48]
@@ -92,9 +174,19 @@ class PlaybookRunner:
         ident = f"{run.stage.value}-{info.attempt}-{info.activity_id}"
         cancelled = threading.Event()
         started = datetime.now(UTC)
-        extravars = self.extra_vars(run)
         # Reading the tree blocks: off the worker's event loop, which runs workflows too.
         digest = await asyncio.to_thread(playbooks_digest, self.settings.playbooks_dir)
+        extravars = await asyncio.to_thread(self.extra_vars, run, action, digest)
+        if run.stage is Stage.EXECUTE and self.execution_runs is not None:
+            earlier = await asyncio.to_thread(self.execution_runs, run.proposal_id)
+            earlier.discard(info.workflow_run_id)
+            if earlier:
+                raise ApplicationError(
+                    f"the change was already started by run {sorted(earlier)[0]} of this proposal "
+                    "(a reset?); it runs once only",
+                    type="AlreadyExecuted",
+                    non_retryable=True,
+                )
         if run.expected_digest and digest != run.expected_digest:
             # The plan on disk is not the plan that was approved: run nothing.
             raise ApplicationError(

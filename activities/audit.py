@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from interlock.audit import open_store
-from interlock.audit.events import AuditBatch, AuditEventIn
+from interlock.audit.events import AuditBatch, AuditEventIn, EventKind
 from interlock.audit.store import AuditStore, EventIdConflict
 from interlock.settings import Settings
 from interlock.tracing import current_trace_id
@@ -75,3 +75,13 @@ class AuditRecorder:
     async def record_events(self, batch: AuditBatch) -> None:
         """Events the workflow recorded back to back, written in one transaction: all or none."""
         await asyncio.to_thread(self._append, [self._traced(e) for e in batch.events])
+
+    def execution_runs(self, proposal_id: str) -> set[str]:
+        """The workflow runs that recorded starting this proposal's change (from event ids, which
+        name their run): a reset run finds the run before it here."""
+        return {
+            parts[1]
+            for event in self.store().timeline(proposal_id)
+            if event.kind == EventKind.EXECUTION_STARTED.value
+            and len(parts := event.event_id.split("/")) >= 4
+        }

@@ -135,6 +135,7 @@ class ProposalChecks:
             evidence_max_age_seconds=min(action.evidence_sources[s].max_age.total_seconds() for s in cited),
             settle_seconds=action.settle_time.total_seconds() if action.settle_time else None,
             history_event_limit=self.settings.history_event_limit,
+            dedup_key=policy.dedup.key_of(proposal, service),
         )
 
     async def history_facts(self, facts: RiskInput, proposal_id: str, now: datetime) -> RiskInput:

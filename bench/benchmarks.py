@@ -27,7 +27,7 @@ import yaml
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
-from activities.ansible import PlaybookRunner, ansible_env
+from activities.ansible import PlaybookRunner, ansible_env, playbooks_digest
 from bench.bare import BareInput, BareWorkflow, bare_step
 from bench.measure import (
     Figure,
@@ -468,7 +468,10 @@ def plain_ansible(ctx: BenchContext, stage: Stage, change_id: str) -> float:
     run = PlaybookRun(
         proposal_id=change_id, action="restart_service", stage=stage, service="checkout-api", parameters={}
     )
-    extra = runner.extra_vars(run)
+    policy = load_policy(ctx.settings.effective_policy_file)
+    extra = runner.extra_vars(
+        run, policy.actions[run.action], playbooks_digest(ctx.settings.playbooks_dir)
+    )
     envvars = yaml.safe_load((ctx.settings.playbooks_dir / "env" / "envvars").read_text()) or {}
     env = {**os.environ, **{k: str(v) for k, v in envvars.items()}, **ansible_env()}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -765,10 +768,10 @@ async def aiter_of(items: list[WorkflowHistory]) -> AsyncIterator[WorkflowHistor
 
 
 async def bench_replay(ctx: BenchContext) -> list[Figure]:
-    from interlock.audit.history import default_jobs, replay_many, replayer
+    from interlock.audit.history import default_jobs, load_history, replay_many, replayer
 
     stored = sorted((REPO / "tests" / "histories").glob("*.json"))
-    histories = [WorkflowHistory.from_json(p.stem, p.read_text()) for p in stored] + ctx.histories
+    histories = [load_history(p.read_text(), p.stem) for p in stored] + ctx.histories
     want = max(ctx.sizes.replays, len(histories))
     batch = (histories * (want // len(histories) + 1))[:want]
     events = sum(len(h.events) for h in batch) / len(batch)

@@ -13,8 +13,6 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from interlock.models import (
-    DecisionKind,
-    DecisionRecord,
     EvidenceReport,
     Pause,
     PlaybookResult,
@@ -85,30 +83,6 @@ class Governance(BaseModel):
         )
 
 
-def quorum(
-    decisions: list[DecisionRecord], gov: Governance, tier: RiskTier, frozen: bool
-) -> tuple[bool, str]:
-    """Whether the approvals so far are enough; otherwise what is still missing."""
-    rule = gov.rules[tier]
-    approvals = [d for d in decisions if d.decision is DecisionKind.APPROVE]
-    by_person: dict[str, DecisionRecord] = {}
-    for d in approvals:
-        by_person.setdefault(d.approver, d)  # the same person counts once
-    people = list(by_person.values())
-    missing: list[str] = []
-    if len(people) < rule.approvals:
-        missing.append(
-            f"{rule.approvals - len(people)} more approval(s) ({len(people)}/{rule.approvals})"
-        )
-    if rule.require_owner and not any(gov.owner_group in d.groups for d in people):
-        missing.append(f"an approval from the owning group {gov.owner_group}")
-    if rule.require_group and not any(rule.require_group in d.groups for d in people):
-        missing.append(f"an approval from {rule.require_group}")
-    if frozen and not any(gov.emergency_group in d.groups for d in people):
-        missing.append(f"an approval from {gov.emergency_group} (freeze in force)")
-    return (not missing, "; ".join(missing))
-
-
 def plan_hash(
     action: str,
     service: str,
@@ -151,28 +125,44 @@ class Assessment(BaseModel):
     settle_seconds: float | None = None
     # The worker's INTERLOCK_HISTORY_EVENT_LIMIT, fixed in history for this proposal.
     history_event_limit: int | None = None
+    # The policy's dedup key for this proposal: a duplicate is attached only when its key is the same.
+    dedup_key: str | None = None
+
+
+class GovernanceCheck(BaseModel):
+    """The policy in force, re-derived for a proposal continued into a fresh run."""
+
+    ok: bool
+    reasons: list[str]
+    policy_version: str
+    governance: Governance | None = None
+
+
+# Continue-as-new while awaiting approval past this many events (Temporal warns at 10,240).
+DEFAULT_HISTORY_EVENT_LIMIT = 5000
 
 
 class ApprovalWait(BaseModel):
-    """A proposal still awaiting approval, carried into a fresh run by continue-as-new.
+    """The workflow's whole state, in one object: what it orchestrates with and what
+    continue-as-new carries into a fresh run (and the fresh run re-checks, never adopts).
 
     Everything the gate decides on travels: decisions (bound to their plan hash), the nonces of
     signed tokens already used (a token cannot be replayed into the new run), pauses and deadlines.
     """
 
     state: ProposalState
-    governance: Governance
-    nonces: list[str]
-    pauses: list[Pause]
+    governance: Governance | None = None
+    nonces: list[str] = Field(default_factory=list)
+    pauses: list[Pause] = Field(default_factory=list)
     approval_timeout_seconds: float | None = None
-    escalate_at: datetime
-    expire_at: datetime
-    audit_seq: int
-    history_event_limit: int
+    escalate_at: datetime | None = None
+    expire_at: datetime | None = None
+    audit_seq: int = 0
+    history_event_limit: int = DEFAULT_HISTORY_EVENT_LIMIT
     runs: int = 1
     # The checks' assessment (evidence ages, settle time) and the duplicates already attached.
     assessment: Assessment | None = None
-    duplicate_ids: list[str] = []
+    duplicate_ids: list[str] = Field(default_factory=list)
 
 
 class RemediationRun(RemediationInput):

@@ -51,6 +51,8 @@ class ProposalStatus(StrEnum):
     ROLLED_BACK = "rolled_back"
     NEEDS_MANUAL_INTERVENTION = "needs_manual_intervention"
     SHADOWED = "shadowed"
+    # Someone asked Temporal to cancel the workflow (CLI, SDK or the Web UI) before execution.
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
@@ -72,6 +74,7 @@ FINAL_STATUSES = frozenset(
         ProposalStatus.ROLLED_BACK,
         ProposalStatus.NEEDS_MANUAL_INTERVENTION,
         ProposalStatus.SHADOWED,
+        ProposalStatus.CANCELLED,
     }
 )
 
@@ -265,6 +268,8 @@ class DecisionRecord(BaseModel):
     signed: bool = False
     human: bool = True
     plan_hash: str | None = None
+    # The signed token behind a signed decision: a continued run verifies it again.
+    token: str | None = None
 
 
 class DecisionResult(BaseModel):
@@ -410,6 +415,13 @@ class Notification(BaseModel):
     text: str
     status: str
     group: str | None = None
+
+
+class CancelRequest(BaseModel):
+    """Which run to find the cancellation request of (who asked is in the history)."""
+
+    workflow_id: str
+    run_id: str
 
 
 class RemediationInput(BaseModel):

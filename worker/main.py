@@ -29,6 +29,7 @@ from activities.ansible import PlaybookRunner
 from activities.audit import AuditRecorder
 from activities.checks import ProposalChecks
 from activities.gate import GateActivities
+from activities.guard import GuardActivities
 from interlock import tracing
 from interlock.settings import Settings
 from workflows.dedup import DedupClaimWorkflow
@@ -134,10 +135,11 @@ def build_worker(
     queue = task_queue or settings.task_queue
     tracer = tracer or tracing.tracer(settings)
     checks = ProposalChecks(settings, client)
-    playbooks = PlaybookRunner(settings, tracer)
+    audit = AuditRecorder(settings)
+    playbooks = PlaybookRunner(settings, tracer, execution_runs=audit.execution_runs)
     run = run_playbook or playbooks.run_playbook
     gate = GateActivities(settings)
-    audit = AuditRecorder(settings)
+    guard = GuardActivities(settings, client)
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
     # A client connected by interlock.temporal already traces, and its interceptors apply to
     # the workers too: adding another would record every span twice.
@@ -157,6 +159,8 @@ def build_worker(
             run,
             gate.precheck,
             gate.notify,
+            guard.governance_for,
+            guard.cancel_requested_by,
             audit.record_event,
             audit.record_events,
         ],

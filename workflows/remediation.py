@@ -2,31 +2,41 @@
 
 checks -> risk -> preview -> approval gate (Updates, quorum, signatures, freezes, pauses)
 -> re-check -> execute -> verify -> rollback on failure.
-Deterministic orchestration only: every side effect is an activity.
+Deterministic orchestration only: every side effect is an activity, every rule is in
+interlock.gate, and the whole state is one object (`ApprovalWait`), carried whole by
+continue-as-new and judged again by the fresh run.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import NoReturn
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from interlock import gate
     from interlock.audit.events import AuditBatch, AuditEventIn, EventKind
+    from interlock.contracts import Activity
     from interlock.governance import (
         AUTO_APPROVER,
+        DEFAULT_HISTORY_EVENT_LIMIT,
         ApprovalWait,
         Assessment,
         Governance,
+        GovernanceCheck,
         RemediationRun,
         plan_hash,
-        quorum,
     )
     from interlock.models import (
         AttachDuplicate,
+        CancelRequest,
         DecisionInput,
         DecisionKind,
         DecisionRecord,
@@ -51,13 +61,15 @@ with workflow.unsafe.imports_passed_through():
     from interlock.presentation import approval_details
     from interlock.risk import RiskInput, score_risk
     from interlock.search import SA_RISK_TIER, SA_STATUS
-    from interlock.signing import TokenRefused, decode_claims, verify
+    from interlock.signing import decode_claims
+
+T = TypeVar("T")
 
 CHECKS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 PLAYBOOK_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_attempts=3,
-    non_retryable_error_types=["PlanChanged"],
+    non_retryable_error_types=["PlanChanged", "ParametersRefused", "AlreadyExecuted"],
 )
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 # Fail closed: an audit write is retried until the store is back; nothing runs before it lands.
@@ -67,16 +79,16 @@ AUDIT_RETRY = RetryPolicy(
     non_retryable_error_types=["AuditEventIdConflict"],
 )
 
-
 # A flood of duplicates is counted in full but kept in full only this far (history and query size).
 MAX_RECORDED_DUPLICATES = 50
 
-
-# Continue-as-new while awaiting approval past this many events (Temporal warns at 10,240).
-DEFAULT_HISTORY_EVENT_LIMIT = 5000
 PLAYBOOK_QUEUE_PATCH = "playbooks-on-own-task-queue"
 # Audit events recorded back to back go to the store in one activity (one transaction).
 AUDIT_BATCH_PATCH = "audit-events-batched"
+# A continued run re-derives governance from the policy instead of adopting the carried one.
+REDERIVE_PATCH = "continued-run-rederives-governance"
+# A duplicate is attached only when its dedup key is the owner's.
+DUPLICATE_KEY_PATCH = "duplicate-needs-owner-key"
 
 
 def playbook_task_queue(task_queue: str) -> str:
@@ -84,68 +96,96 @@ def playbook_task_queue(task_queue: str) -> str:
     return f"{task_queue}.playbooks"
 
 
-def evidence_items(assessment: Assessment) -> list:
-    return list(assessment.evidence.items) if assessment.evidence else []
+def evidence_items(assessment: Assessment) -> list[dict[str, Any]]:
+    items = assessment.evidence.items if assessment.evidence else []
+    return [i.model_dump(mode="json") for i in items]
 
 
 @workflow.defn(name="RemediationWorkflow")
 class RemediationWorkflow:
-    def __init__(self) -> None:
-        self._state: ProposalState | None = None
-        self._gov: Governance | None = None
-        self._nonces: set[str] = set()
-        self._pauses: list[Pause] = []
+    @workflow.init
+    def __init__(self, raw: RawValue) -> None:
+        # The input is untrusted (any namespace writer can start this workflow): decoded here,
+        # so one the model refuses ends as rejected_by_checks instead of failing out of sight.
+        self._input: RemediationRun | None = None
+        self._refusal = ""
+        try:
+            self._input = workflow.payload_converter().from_payload(raw.payload, RemediationRun)
+        except (ValidationError, ValueError, TypeError) as exc:
+            self._refusal = _one_line(exc)
+        self._w: ApprovalWait | None = None
         self._abort = False
-        self._approval_timeout: timedelta | None = None
+        self._cancel: str | None = None
         self._notifications: list[workflow.ActivityHandle[None]] = []
-        self._search_attributes = True
-        self._audit_seq = 0
+        self._search_attributes = self._input.search_attributes if self._input else True
         self._audit_batching = False
         self._audit_queue: list[AuditEventIn] = []
-        self._duplicate_ids: set[str] = set()
-        self._assessment = Assessment(ok=False, reasons=[], policy_version="")
-        self._history_limit = DEFAULT_HISTORY_EVENT_LIMIT
-        self._runs = 1
         self._announced = False
 
     @property
+    def w(self) -> ApprovalWait:
+        assert self._w is not None
+        return self._w
+
+    @property
     def state(self) -> ProposalState:
-        assert self._state is not None
-        return self._state
+        return self.w.state
 
     @property
     def gov(self) -> Governance:
-        assert self._gov is not None
-        return self._gov
+        assert self.w.governance is not None
+        return self.w.governance
 
     @property
     def tier(self) -> RiskTier:
         assert self.state.risk is not None
         return self.state.risk.tier
 
+    def _view(self) -> gate.GateView:
+        return gate.GateView(
+            proposal=self.state.proposal,
+            workflow_id=self.state.workflow_id,
+            plan_hash=self.state.plan_hash,
+            tier=self.tier,
+            gov=self.gov,
+            frozen=bool(self.state.freezes),
+        )
+
     # --- The lifecycle -------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, inp: RemediationRun) -> ProposalState:
-        proposal = inp.proposal
-        self._search_attributes = inp.search_attributes
+    async def run(self, raw: RawValue) -> ProposalState:
         self._audit_batching = workflow.patched(AUDIT_BATCH_PATCH)
-        if inp.continued is not None:
-            return await self._continue_waiting(inp.continued)
-        self._state = ProposalState(
-            proposal=proposal,
-            workflow_id=workflow.info().workflow_id,
-            status=ProposalStatus.SUBMITTED,
-            submitted_at=inp.submitted_at,
+        info = workflow.info()
+        if self._input is None:
+            await self._refuse_input(f"input refused: {self._refusal}")
+        inp = self._input
+        assert inp is not None
+        self._w = ApprovalWait(
+            state=ProposalState(
+                proposal=inp.proposal,
+                workflow_id=info.workflow_id,
+                status=ProposalStatus.SUBMITTED,
+                submitted_at=inp.submitted_at,
+            )
         )
+        if inp.proposal.proposal_id != info.workflow_id:
+            # Nothing is written under the body's id: it may name someone else's proposal.
+            await self._refuse_input(
+                f"workflow id {info.workflow_id!r} is not the proposal's id {inp.proposal.proposal_id!r}"
+            )
+        try:
+            if inp.continued is not None and info.continued_run_id:
+                return await self._continue_waiting(inp.continued)
+            return await self._propose(inp)
+        except asyncio.CancelledError:
+            return await self._finish_cancelled()
+
+    async def _propose(self, inp: RemediationRun) -> ProposalState:
+        proposal = inp.proposal
         self._set_status(ProposalStatus.CHECKING)
-        assessment = await workflow.execute_activity(
-            "check_proposal",
-            proposal,
-            result_type=Assessment,
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=CHECKS_RETRY,
-        )
+        assessment = await self._activity(Activity.CHECK_PROPOSAL, proposal, Assessment, timedelta(minutes=2))
+        self.w.assessment = assessment
         self.state.policy_version = assessment.policy_version
         self.state.evidence = assessment.evidence
         self.state.service = assessment.service
@@ -156,59 +196,40 @@ class RemediationWorkflow:
             data={"proposal": proposal.model_dump(mode="json"), "policy": assessment.policy_version},
             later=True,
         )
+        if inp.continued is not None:
+            # Carried-over state in a run Temporal did not continue: a forgery, never adopted.
+            await self._audit(
+                EventKind.SECURITY,
+                data={"ok": False, "reasons": ["carried-over state ignored: this run was started directly"]},
+                later=True,
+            )
         await self._audit(
             EventKind.SECURITY if assessment.security_violation else EventKind.EVIDENCE_CHECKED,
-            data={
-                "ok": assessment.ok,
-                "reasons": assessment.reasons,
-                "items": [i.model_dump(mode="json") for i in evidence_items(assessment)],
-            },
+            data={"ok": assessment.ok, "reasons": assessment.reasons, "items": evidence_items(assessment)},
             later=True,
         )
         if not assessment.ok or assessment.service is None or assessment.governance is None:
             prefix = ["security: outside the recommender's scope"] if assessment.security_violation else []
             return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, prefix + assessment.reasons)
-        self._gov = assessment.governance
-        self._history_limit = assessment.history_event_limit or DEFAULT_HISTORY_EVENT_LIMIT
-        if assessment.approval_timeout_seconds:
-            self._approval_timeout = timedelta(seconds=assessment.approval_timeout_seconds)
+        self.w.governance = assessment.governance
+        self.w.history_event_limit = assessment.history_event_limit or DEFAULT_HISTORY_EVENT_LIMIT
+        self.w.approval_timeout_seconds = assessment.approval_timeout_seconds or None
         self.state.freezes = list(self.gov.freezes)
-
-        evidence = assessment.evidence
-        self._assessment = assessment
-        self.state.risk = score_risk(
-            assessment.risk_input
-            or RiskInput(
-                action=proposal.action,
-                base_risk=assessment.base_risk,
-                environment=proposal.target.environment,
-                environment_risk=assessment.environment_risk,
-                service=assessment.service.canonical,
-                dependents=assessment.service.dependents,
-                confidence=proposal.confidence,
-                evidence_total=len(evidence.items) if evidence else 0,
-                evidence_confirmed=sum(i.ok for i in evidence.items) if evidence else 0,
-            ),
-            self.gov.risk,
-        )
+        self.state.risk = score_risk(self._risk_input(assessment), self.gov.risk)
         if self._search_attributes:
             workflow.upsert_search_attributes([SA_RISK_TIER.value_set(self.tier.value)])
-        ceiling = self.gov.recommender_max_tier
-        if ceiling is not None and self.tier.rank > ceiling.rank:
-            reasons = [
-                f"security: {proposal.recommender} may propose up to {ceiling.value} risk; "
-                f"this is {self.tier.value}"
-            ]
+        above = gate.ceiling_refusal(proposal.recommender, self.tier, self.gov)
+        if above:
             # Above its highest tier is a scope violation too: on record for an auditor.
-            await self._audit(EventKind.SECURITY, data={"ok": False, "reasons": reasons}, later=True)
-            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, reasons)
+            await self._audit(EventKind.SECURITY, data={"ok": False, "reasons": [above]}, later=True)
+            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, [above])
 
         await self._audit(EventKind.RISK_ASSESSED, data=self.state.risk.model_dump(mode="json"))
+        if self._cancel is not None:
+            return await self._finish_cancelled()
         if not await self._preview():
-            return await self._finish(
-                ProposalStatus.REJECTED_BY_CHECKS,
-                [f"preview failed: {self.state.preview.error if self.state.preview else ''}"],
-            )
+            error = self.state.preview.error if self.state.preview else ""
+            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, [f"preview failed: {error}"])
         assert self.state.preview is not None
         await self._audit(
             EventKind.PREVIEW,
@@ -217,7 +238,6 @@ class RemediationWorkflow:
                 "changed": [t.task for t in self.state.preview.changed_tasks],
             },
         )
-
         self.state.mode = self.gov.mode.value
         if self.gov.mode is Mode.SHADOW:
             # Assessed and recorded; nobody is asked and nothing runs.
@@ -226,63 +246,69 @@ class RemediationWorkflow:
             )
         if self.gov.mode is Mode.AUTO:
             self._maybe_auto_approve()
+        self.w.escalate_at = workflow.now() + self.gov.rules[self.tier].escalate_after
+        self.w.expire_at = workflow.now() + self._expire_after()
+        return await self._gate_then_execute()
 
-        deadline_escalate = workflow.now() + self._rule_escalate_after()
-        deadline_expire = workflow.now() + self._expire_after()
-        return await self._gate_then_execute(deadline_escalate, deadline_expire)
+    def _risk_input(self, assessment: Assessment) -> RiskInput:
+        if assessment.risk_input is not None:
+            return assessment.risk_input
+        proposal, evidence = self.state.proposal, assessment.evidence
+        assert assessment.service is not None
+        return RiskInput(  # histories recorded before the checks gathered the facts
+            action=proposal.action,
+            base_risk=assessment.base_risk,
+            environment=proposal.target.environment,
+            environment_risk=assessment.environment_risk,
+            service=assessment.service.canonical,
+            dependents=assessment.service.dependents,
+            confidence=proposal.confidence,
+            evidence_total=len(evidence.items) if evidence else 0,
+            evidence_confirmed=evidence.confirmed if evidence else 0,
+        )
 
-    async def _gate_then_execute(
-        self, deadline_escalate: datetime, deadline_expire: datetime
-    ) -> ProposalState:
+    async def _gate_then_execute(self) -> ProposalState:
         while True:
-            outcome = await self._await_decision(deadline_escalate, deadline_expire)
+            if self._cancel is not None:
+                return await self._finish_cancelled()
+            outcome = await self._await_decision()
             if outcome is not None:
                 return outcome
             held = await self._recheck_before_execution()
             if held is None:
                 break
-            if held == "replan":
-                if not await self._preview():
-                    return await self._finish(
-                        ProposalStatus.REJECTED_BY_CHECKS,
-                        ["plan changed after approval and the new preview failed"],
-                    )
+            if held == "replan" and not await self._preview():
+                return await self._finish(
+                    ProposalStatus.REJECTED_BY_CHECKS,
+                    ["plan changed after approval and the new preview failed"],
+                )
+        if self._cancel is not None:
+            return await self._finish_cancelled()
         if not await self._evidence_still_holds():
             assert self.state.evidence_recheck is not None
-            return await self._finish(
-                ProposalStatus.REJECTED_BY_CHECKS,
-                [f"condition cleared: {r}" for r in self.state.evidence_recheck.reasons],
-            )
+            reasons = [f"condition cleared: {r}" for r in self.state.evidence_recheck.reasons]
+            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, reasons)
         return await self._execute()
 
     def _maybe_auto_approve(self) -> None:
-        proposal = self.state.proposal
-        gov = self.gov
-        if (
-            self.tier.rank <= gov.auto_max_tier.rank
-            and self.tier not in (RiskTier.HIGH, RiskTier.CRITICAL)
-            and proposal.confidence >= gov.auto_min_confidence
-            and not self.state.freezes
-        ):
-            self.state.decisions.append(
-                DecisionRecord(
-                    decision=DecisionKind.APPROVE,
-                    approver=AUTO_APPROVER,
-                    reason=(
-                        f"auto mode: {self.tier.value} risk at or below {gov.auto_max_tier.value}, "
-                        f"confidence {proposal.confidence:.2f} >= {gov.auto_min_confidence:.2f}"
-                    ),
-                    at=workflow.now(),
-                    human=False,
-                    plan_hash=self.state.plan_hash,
-                )
-            )
-        else:
+        why = gate.auto_approval(
+            self.tier, self.state.proposal.confidence, self.gov, bool(self.state.freezes)
+        )
+        if why is None:
             self.state.mode = "auto (declined: needs a person)"
+            return
+        self.state.decisions.append(
+            DecisionRecord(
+                decision=DecisionKind.APPROVE,
+                approver=AUTO_APPROVER,
+                reason=why,
+                at=workflow.now(),
+                human=False,
+                plan_hash=self.state.plan_hash,
+            )
+        )
 
-    async def _await_decision(
-        self, deadline_escalate: datetime, deadline_expire: datetime
-    ) -> ProposalState | None:
+    async def _await_decision(self) -> ProposalState | None:
         """Wait for quorum or a rejection, escalating at T1 and expiring at T2."""
         if self._rejected():  # rejected while paused
             return await self._finish_rejected()
@@ -294,38 +320,36 @@ class RemediationWorkflow:
             self._notify("awaiting_approval", f"Approval needed: {self._headline()}")
         self._announced = False
         workflow.set_current_details(approval_details(self.state))
+        escalate_at, expire_at = self.w.escalate_at, self.w.expire_at
+        assert escalate_at is not None and expire_at is not None
         while True:
-            now = workflow.now()
-            deadline = deadline_expire if self.state.escalated else min(deadline_escalate, deadline_expire)
+            deadline = expire_at if self.state.escalated else min(escalate_at, expire_at)
             try:
-                await workflow.wait_condition(
+                await self._wait(
                     lambda: self._rejected() or self._quorum_met() or self._history_full(),
-                    timeout=max(deadline - now, timedelta(seconds=1)),
+                    timeout=max(deadline - workflow.now(), timedelta(seconds=1)),
                 )
+                if self._cancel is not None:
+                    return await self._finish_cancelled()
                 if self._rejected() or self._quorum_met():
                     break
                 # A long wait: hand the pending decisions to a fresh run before history grows
                 # near Temporal's limits. Decisions in flight land first.
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._wait(workflow.all_handlers_finished)
+                if self._cancel is not None:
+                    return await self._finish_cancelled()
                 if self._rejected() or self._quorum_met():
                     break
-                await self._continue_as_new(deadline_escalate, deadline_expire)
+                await self._continue_as_new()
             except TimeoutError:
-                if deadline >= deadline_expire:
+                if deadline >= expire_at:
                     # A timeout never approves.
                     return await self._finish(
-                        ProposalStatus.EXPIRED,
-                        [f"no decision within {deadline_expire - self.state.submitted_at}"],
+                        ProposalStatus.EXPIRED, [f"no decision within {expire_at - self.state.submitted_at}"]
                     )
                 self.state.escalated = True
                 group = self.gov.rules[self.tier].escalation_group or self.gov.owner_group
-                self.state.timeline.append(
-                    TimelineEntry(
-                        at=workflow.now(),
-                        status=self.state.status,
-                        note=f"escalated to {group}: still needs {self._missing()}",
-                    )
-                )
+                self._note(f"escalated to {group}: still needs {self._missing()}")
                 self._notify("escalation", f"Escalated to {group}: {self._headline()}", group)
                 await self._audit(EventKind.ESCALATED, data={"group": group, "missing": self._missing()})
         if self._rejected():
@@ -340,38 +364,38 @@ class RemediationWorkflow:
     async def _recheck_before_execution(self) -> str | None:
         """None when execution may start; otherwise why it is held (and wait it out)."""
         assert self.state.service is not None and self.state.preview is not None
-        pre = await workflow.execute_activity(
-            "precheck_execution",
+        proposal = self.state.proposal
+        pre = await self._activity(
+            Activity.PRECHECK_EXECUTION,
             PrecheckInput(
-                proposal_id=self.state.proposal.proposal_id,
-                action=self.state.proposal.action,
-                environment=self.state.proposal.target.environment,
+                proposal_id=proposal.proposal_id,
+                action=proposal.action,
+                environment=proposal.target.environment,
                 service=self.state.service.canonical,
-                recommender=self.state.proposal.recommender,
+                recommender=proposal.recommender,
                 playbooks_digest=self.state.preview.playbooks_digest,
             ),
-            result_type=PrecheckResult,
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=CHECKS_RETRY,
+            PrecheckResult,
+            timedelta(minutes=1),
         )
         if pre.playbooks_digest != self.state.preview.playbooks_digest:
-            self._supersede_decisions("the playbooks changed after approval: new preview needed")
+            # Decisions stay on record, bound to the old plan hash; after the new preview they
+            # no longer count (gate.current compares plan hashes).
+            self._note("the playbooks changed after approval: new preview needed")
             return "replan"
         if pre.freezes and not self.state.freezes:
             self.state.freezes = pre.freezes
             if not self._quorum_met():
                 return "frozen"
-        for pause in pre.pauses:
-            if pause not in self._pauses:
-                self._pauses.append(pause)
+        self.w.pauses += [p for p in pre.pauses if p not in self.w.pauses]
         if self._active_pauses():
             self._set_status(ProposalStatus.PAUSED, self._pause_note())
             workflow.set_current_details(approval_details(self.state))
             held_by = [p.model_dump(mode="json") for p in self._active_pauses()]
             await self._audit(EventKind.PAUSED, data={"pauses": held_by})
             # Held, but still open to a rejection (the Update validator lets one through).
-            await workflow.wait_condition(lambda: not self._active_pauses() or self._rejected())
-            if not self._rejected():
+            await self._wait(lambda: not self._active_pauses() or self._rejected())
+            if not self._rejected() and self._cancel is None:
                 await self._audit(EventKind.RESUMED, data={"pauses": held_by})
             return "resumed"
         return None
@@ -388,6 +412,11 @@ class RemediationWorkflow:
         execution = self.state.execution = await self._playbook(
             Stage.EXECUTE, expected_digest=self.state.preview.playbooks_digest, abortable=True
         )
+        if execution.status == "already_executed":
+            # A reset run under an old approval: the change ran before, and runs once only.
+            return await self._finish(
+                ProposalStatus.NEEDS_MANUAL_INTERVENTION, [f"not run: {execution.error}"]
+            )
         await self._audit(
             EventKind.EXECUTION_FINISHED,
             data={"ok": execution.ok, "tasks": [t.model_dump(mode="json") for t in execution.tasks]},
@@ -421,7 +450,8 @@ class RemediationWorkflow:
     async def _evidence_still_holds(self) -> bool:
         """Re-check before execution: evidence older than the shortest max age of its sources
         is asked again; if it no longer holds, nothing runs."""
-        evidence, max_age = self.state.evidence, self._assessment.evidence_max_age_seconds
+        evidence = self.state.evidence
+        max_age = self.w.assessment.evidence_max_age_seconds if self.w.assessment else None
         if evidence is None or max_age is None:
             return True
         if workflow.now() - evidence.checked_at <= timedelta(seconds=max_age):
@@ -442,7 +472,7 @@ class RemediationWorkflow:
     async def _evidence_not_cleared(self) -> list[str]:
         """After a successful run: the evidence that justified it must clear within the
         action's settle time. Returns why it did not (empty when it did)."""
-        settle = self._assessment.settle_seconds
+        settle = self.w.assessment.settle_seconds if self.w.assessment else None
         if settle is None or self.state.evidence is None:
             return []
         report = self.state.evidence_after = await self._recheck_evidence(settle)
@@ -468,18 +498,17 @@ class RemediationWorkflow:
         assert self.state.service is not None and self.state.evidence is not None
         proposal = self.state.proposal
         confirmed = {(i.source, i.ref) for i in self.state.evidence.items if i.ok}
-        return await workflow.execute_activity(
-            "recheck_evidence",
+        return await self._activity(
+            Activity.RECHECK_EVIDENCE,
             EvidenceRecheck(
                 proposal=proposal,
                 service=self.state.service.canonical,
                 items=[i for i in proposal.evidence if (i.source, i.ref) in confirmed],
                 settle_seconds=settle_seconds,
             ),
-            result_type=EvidenceReport,
-            start_to_close_timeout=timedelta(seconds=settle_seconds + 120),
+            EvidenceReport,
+            timedelta(seconds=settle_seconds + 120),
             heartbeat_timeout=timedelta(seconds=60),
-            retry_policy=CHECKS_RETRY,
         )
 
     async def _preview(self) -> bool:
@@ -518,7 +547,7 @@ class RemediationWorkflow:
         )
         started = workflow.now()
         handle = workflow.start_activity(
-            "run_playbook",
+            Activity.RUN_PLAYBOOK,
             run,
             # Versioned: proposals started before the playbook queue existed keep the main queue.
             task_queue=(
@@ -533,19 +562,23 @@ class RemediationWorkflow:
         )
         try:
             if abortable:
-                await workflow.wait_condition(lambda: handle.done() or self._abort)
-                if not handle.done():
+                # Ends early on a cancellation request too, which never stops a change in flight.
+                await self._wait(lambda: handle.done() or self._abort)
+                if self._abort and not handle.done():
                     handle.cancel()
-            return await handle
+            return await self._shielded(handle)
         except (ActivityError, CancelledError) as exc:
             cause = getattr(exc, "cause", None)
             message = getattr(cause, "message", None) or str(exc)
-            if self._abort:
+            status = "canceled" if self._abort else "error"
+            if isinstance(cause, ApplicationError) and cause.type == "AlreadyExecuted":
+                status = "already_executed"
+            elif self._abort:
                 message = "cancelled by pause --abort-running"
             return PlaybookResult(
                 stage=stage,
                 playbook="",
-                status="canceled" if self._abort else "error",
+                status=status,
                 rc=-1,
                 ok=False,
                 started_at=started,
@@ -571,77 +604,163 @@ class RemediationWorkflow:
         await self._audit(EventKind.FINAL, data={"status": status.value, "reasons": reasons})
         workflow.set_current_details(approval_details(self.state))
         self._notify("outcome", f"{status.value}: {self._headline()}")
-        for note in self._notifications:
-            try:
-                await note
-            except ActivityError:
-                workflow.logger.warning("a notification could not be delivered")
+        await self._flush_notifications()
         # Let in-flight Update handlers return their answer before the workflow closes.
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._shielded(workflow.wait_condition(workflow.all_handlers_finished))
         return self.state
+
+    async def _finish_cancelled(self) -> ProposalState:
+        """Temporal was asked to cancel this workflow (CLI, SDK, the Web UI): end it on record.
+
+        Reached only at safe points: a change in flight always finishes, verifies (and rolls back)
+        before the cancellation takes effect."""
+        if self._cancel is None:
+            self._cancel = await self._activity(
+                Activity.CANCEL_REQUESTED_BY,
+                CancelRequest(workflow_id=workflow.info().workflow_id, run_id=workflow.info().run_id),
+                str,
+                timedelta(seconds=30),
+            )
+        return await self._finish(ProposalStatus.CANCELLED, [f"cancelled by {self._cancel}"])
+
+    async def _refuse_input(self, reason: str) -> NoReturn:
+        """Input that is not a proposal for this workflow id: recorded under the workflow's own
+        id, nothing else written, and the run ends rejected_by_checks."""
+        info = workflow.info()
+        if self._search_attributes:
+            workflow.upsert_search_attributes([SA_STATUS.value_set(ProposalStatus.REJECTED_BY_CHECKS.value)])
+        reasons = [f"security: {reason}"]
+        if self._w is not None:
+            self.state.status, self.state.reasons = ProposalStatus.REJECTED_BY_CHECKS, reasons
+        for seq, kind, data in (
+            (1, EventKind.SECURITY, {"ok": False, "reasons": reasons}),
+            (2, EventKind.FINAL, {"status": ProposalStatus.REJECTED_BY_CHECKS.value, "reasons": reasons}),
+        ):
+            await self._activity(
+                Activity.RECORD_AUDIT_EVENT,
+                AuditEventIn(
+                    event_id=gate.audit_event_id(info.workflow_id, info.run_id, seq, kind.value),
+                    proposal_id=info.workflow_id,
+                    kind=kind,
+                    at=workflow.now(),
+                    status=ProposalStatus.REJECTED_BY_CHECKS.value,
+                    data=data,
+                ),
+                None,
+                timedelta(seconds=30),
+                retry_policy=AUDIT_RETRY,
+            )
+        raise ApplicationError(
+            f"{ProposalStatus.REJECTED_BY_CHECKS.value}: {reason}", type="ProposalRefused", non_retryable=True
+        )
 
     # --- Continue-as-new during long approval waits -----------------------------------------
 
     def _history_full(self) -> bool:
         info = workflow.info()
-        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= self._history_limit
-
-    async def _continue_as_new(self, deadline_escalate: datetime, deadline_expire: datetime) -> NoReturn:
-        for note in self._notifications:
-            try:
-                await note
-            except ActivityError:
-                workflow.logger.warning("a notification could not be delivered")
-        self.state.timeline.append(
-            TimelineEntry(
-                at=workflow.now(),
-                status=self.state.status,
-                note=f"history at {workflow.info().get_current_history_length()} events: "
-                f"continued as run {self._runs + 1}, decisions carried",
-            )
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self.w.history_event_limit
         )
+
+    async def _continue_as_new(self) -> NoReturn:
+        await self._flush_notifications()
+        self._note(
+            f"history at {workflow.info().get_current_history_length()} events: "
+            f"continued as run {self.w.runs + 1}, decisions carried"
+        )
+        self.w.runs += 1
         workflow.continue_as_new(
             RemediationRun(
                 proposal=self.state.proposal,
                 submitted_at=self.state.submitted_at,
                 search_attributes=self._search_attributes,
-                continued=ApprovalWait(
-                    state=self.state,
-                    governance=self.gov,
-                    nonces=sorted(self._nonces),
-                    pauses=self._pauses,
-                    approval_timeout_seconds=(
-                        self._approval_timeout.total_seconds() if self._approval_timeout else None
-                    ),
-                    escalate_at=deadline_escalate,
-                    expire_at=deadline_expire,
-                    audit_seq=self._audit_seq,
-                    history_event_limit=self._history_limit,
-                    runs=self._runs + 1,
-                    assessment=self._assessment,
-                    duplicate_ids=sorted(self._duplicate_ids),
-                ),
+                continued=self.w,
             )
         )
 
     async def _continue_waiting(self, carried: ApprovalWait) -> ProposalState:
-        """The same proposal in a fresh run: restore the gate and keep waiting, silently."""
-        self._state = carried.state
-        self._gov = carried.governance
-        self._nonces = set(carried.nonces)
-        self._pauses = list(carried.pauses)
-        if carried.approval_timeout_seconds:
-            self._approval_timeout = timedelta(seconds=carried.approval_timeout_seconds)
-        self._audit_seq = carried.audit_seq
-        self._history_limit = carried.history_event_limit
-        self._runs = carried.runs
-        if carried.assessment is not None:
-            self._assessment = carried.assessment
-        self._duplicate_ids = set(carried.duplicate_ids)
+        """The same proposal in a fresh run: the governance is the policy's, as it is now, and every
+        carried decision is judged again (signature, binding, plan, roster); then keep waiting."""
+        fresh = self.state
+        self._w = carried
+        self.state.workflow_id = fresh.workflow_id
+        self.state.proposal = fresh.proposal
         self._announced = True  # the approvers were notified by the first run
-        return await self._gate_then_execute(carried.escalate_at, carried.expire_at)
+        if workflow.patched(REDERIVE_PATCH):
+            check = await self._activity(
+                Activity.GOVERNANCE_FOR, self.state.proposal, GovernanceCheck, timedelta(minutes=1)
+            )
+            if not check.ok or check.governance is None or self.state.risk is None:
+                await self._audit(
+                    EventKind.SECURITY, data={"ok": False, "reasons": check.reasons}, later=True
+                )
+                return await self._finish(
+                    ProposalStatus.REJECTED_BY_CHECKS, check.reasons or ["no governance"]
+                )
+            self.w.governance = check.governance
+            if self.w.assessment is not None and self.w.assessment.risk_input is not None:
+                self.state.risk = score_risk(self.w.assessment.risk_input, self.gov.risk)
+            kept, dropped, nonces = gate.recheck_carried(
+                self.state.decisions, self._view(), self.state.proposal.confidence
+            )
+            self.state.decisions = kept
+            self.w.nonces = sorted(set(self.w.nonces) | nonces)
+            if dropped:
+                for why in dropped:
+                    self._note(why)
+                await self._audit(EventKind.SECURITY, data={"ok": False, "reasons": dropped})
+        return await self._gate_then_execute()
 
     # --- Small helpers ---------------------------------------------------------------------
+
+    async def _activity(
+        self,
+        name: str,
+        arg: Any,
+        result_type: type[T] | None,
+        timeout: timedelta,
+        *,
+        retry_policy: RetryPolicy = CHECKS_RETRY,
+        heartbeat_timeout: timedelta | None = None,
+    ) -> T:
+        """One activity, shielded: a cancellation request is remembered and takes effect at the
+        next safe point, never halfway through a write or a check."""
+        handle = workflow.start_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat_timeout,
+            retry_policy=retry_policy,
+        )
+        return await self._shielded(handle)  # type: ignore[return-value]
+
+    async def _shielded(self, aw: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(aw)
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if self._cancel is None:
+                    self._cancel = ""  # who asked is looked up at the safe point
+                if task.done():
+                    return task.result()
+
+    async def _wait(self, condition: Callable[[], bool], timeout: timedelta | None = None) -> None:
+        """wait_condition that also ends when cancellation is requested (raises TimeoutError)."""
+        try:
+            await workflow.wait_condition(lambda: condition() or self._cancel is not None, timeout=timeout)
+        except asyncio.CancelledError:
+            if self._cancel is None:
+                self._cancel = ""
+
+    async def _flush_notifications(self) -> None:
+        for note in self._notifications:
+            try:
+                await self._shielded(note)
+            except ActivityError:
+                workflow.logger.warning("a notification could not be delivered")
 
     async def _audit_decision(self, d: DecisionRecord, later: bool = False) -> None:
         """One decision as an audit event: who, why, signed or not, by a person or the policy."""
@@ -660,7 +779,11 @@ class RemediationWorkflow:
         )
 
     async def _audit(
-        self, kind: EventKind, actor: str | None = None, data: dict | None = None, later: bool = False
+        self,
+        kind: EventKind,
+        actor: str | None = None,
+        data: dict[str, Any] | None = None,
+        later: bool = False,
     ) -> None:
         """One append-only audit event, with an id that is the same on every retry.
 
@@ -669,9 +792,9 @@ class RemediationWorkflow:
         failing closed means no activity with an effect runs before what led to it is stored.
         """
         p = self.state.proposal
-        self._audit_seq += 1
+        self.w.audit_seq += 1
         event = AuditEventIn(
-            event_id=f"{p.proposal_id}/{workflow.info().run_id}/{self._audit_seq}/{kind.value}",
+            event_id=gate.audit_event_id(p.proposal_id, workflow.info().run_id, self.w.audit_seq, kind.value),
             proposal_id=p.proposal_id,
             kind=kind,
             at=workflow.now(),
@@ -689,17 +812,15 @@ class RemediationWorkflow:
             return
         events, self._audit_queue = [*self._audit_queue, event], []
         if len(events) == 1:
-            await workflow.execute_activity(
-                "record_audit_event",
-                event,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=AUDIT_RETRY,
+            await self._activity(
+                Activity.RECORD_AUDIT_EVENT, event, None, timedelta(seconds=30), retry_policy=AUDIT_RETRY
             )
         else:
-            await workflow.execute_activity(
-                "record_audit_events",
+            await self._activity(
+                Activity.RECORD_AUDIT_EVENTS,
                 AuditBatch(events=events),
-                start_to_close_timeout=timedelta(seconds=30),
+                None,
+                timedelta(seconds=30),
                 retry_policy=AUDIT_RETRY,
             )
 
@@ -709,17 +830,21 @@ class RemediationWorkflow:
         if self._search_attributes:
             workflow.upsert_search_attributes([SA_STATUS.value_set(status.value)])
 
+    def _note(self, note: str) -> None:
+        self.state.timeline.append(TimelineEntry(at=workflow.now(), status=self.state.status, note=note))
+
     def _headline(self) -> str:
         p = self.state.proposal
         service = self.state.service.canonical if self.state.service else p.target.service
-        tier = f", {self.tier.value} risk" if self.state.risk else ""
-        return f"{p.action} on {service} ({p.target.environment}{tier}) from {p.recommender}"
+        return gate.headline(
+            p.action, service, p.target.environment, p.recommender, self.state.risk and self.tier
+        )
 
     def _notify(self, kind: str, text: str, group: str | None = None) -> None:
         # Fire and forget: a failing notifier is retried and never blocks or changes a decision.
         self._notifications.append(
             workflow.start_activity(
-                "notify",
+                Activity.NOTIFY,
                 Notification(
                     kind=kind,
                     proposal_id=self.state.proposal.proposal_id,
@@ -732,62 +857,62 @@ class RemediationWorkflow:
             )
         )
 
-    def _rule_escalate_after(self) -> timedelta:
-        return self.gov.rules[self.tier].escalate_after
-
     def _expire_after(self) -> timedelta:
-        return self._approval_timeout or self.gov.rules[self.tier].expire_after
+        seconds = self.w.approval_timeout_seconds
+        return timedelta(seconds=seconds) if seconds else self.gov.rules[self.tier].expire_after
 
     def _current_decisions(self) -> list[DecisionRecord]:
-        return [d for d in self.state.decisions if d.plan_hash in (None, self.state.plan_hash)]
+        return gate.current(self.state.decisions, self.state.plan_hash)
 
     def _quorum_met(self) -> bool:
-        return quorum(self._current_decisions(), self.gov, self.tier, bool(self.state.freezes))[0]
+        return gate.quorum(self._current_decisions(), self.gov, self.tier, bool(self.state.freezes))[0]
 
     def _missing(self) -> str:
-        return quorum(self._current_decisions(), self.gov, self.tier, bool(self.state.freezes))[1]
+        return gate.quorum(self._current_decisions(), self.gov, self.tier, bool(self.state.freezes))[1]
 
     def _rejected(self) -> bool:
-        return any(d.decision is DecisionKind.REJECT for d in self._current_decisions())
-
-    def _supersede_decisions(self, why: str) -> None:
-        self.state.timeline.append(TimelineEntry(at=workflow.now(), status=self.state.status, note=why))
-        # Decisions stay on record, bound to the old plan hash; after the new preview they
-        # no longer count (_current_decisions compares plan hashes).
+        return gate.rejected(self._current_decisions())
 
     def _active_pauses(self) -> list[Pause]:
         p = self.state.proposal
         service = self.state.service.canonical if self.state.service else p.target.service
-        active = [x for x in self._pauses if x.scope.covers(p.action, p.recommender, service)]
+        active = [x for x in self.w.pauses if x.scope.covers(p.action, p.recommender, service)]
         self.state.pauses = active
         return active
 
     def _pause_note(self) -> str:
-        return "; ".join(f"paused ({x.scope.describe()}) by {x.by}: {x.reason}" for x in self._pauses)
+        return "; ".join(f"paused ({x.scope.describe()}) by {x.by}: {x.reason}" for x in self.w.pauses)
 
     # --- Queries, Signals and Updates --------------------------------------------------------
 
     @workflow.query(name="status")
     def status(self) -> ProposalState:
+        if self._w is None:
+            raise ApplicationError(
+                f"{ProposalStatus.REJECTED_BY_CHECKS.value}: input refused: {self._refusal}"
+            )
         return self.state
 
     @workflow.signal(name="pause")
     def pause(self, pause: Pause) -> None:
-        if pause not in self._pauses:
-            self._pauses.append(pause)
-        if self._state is not None and self._active_pauses():
-            if pause.abort_running and self.state.status is ProposalStatus.EXECUTING:
-                self._abort = True
+        if self._w is None:
+            return
+        if pause not in self.w.pauses:
+            self.w.pauses.append(pause)
+        if self._active_pauses() and pause.abort_running and self.state.status is ProposalStatus.EXECUTING:
+            self._abort = True
 
     @workflow.signal(name="add_duplicate")
     async def add_duplicate(self, inp: AttachDuplicate) -> None:
-        """Another proposal for the same problem: check its evidence, count it, ask nobody."""
-        await workflow.wait_condition(lambda: self._state is not None)
+        """Another proposal for the same problem: check it and its evidence, count it, ask nobody.
+
+        Anyone with namespace access can send this signal: a proposal that is not for the owner's
+        problem (another dedup key) or fails its checks is refused and recorded as a security event."""
+        await workflow.wait_condition(lambda: self._w is not None)
         dup = inp.proposal
-        if dup.proposal_id == self.state.proposal.proposal_id or dup.proposal_id in self._duplicate_ids:
+        if dup.proposal_id == self.state.proposal.proposal_id or dup.proposal_id in self.w.duplicate_ids:
             return  # a retried submission counts once
-        self._duplicate_ids.add(dup.proposal_id)
-        self.state.duplicate_count += 1
+        self.w.duplicate_ids.append(dup.proposal_id)
         record = Duplicate(
             proposal_id=dup.proposal_id,
             recommender=dup.recommender,
@@ -795,15 +920,31 @@ class RemediationWorkflow:
             confidence=dup.confidence,
             received_at=inp.received_at,
         )
+        assessment = await self._activity(Activity.CHECK_PROPOSAL, dup, Assessment, timedelta(minutes=2))
+        # The owner's own checks may still be running: its key comes with their answer.
+        # (Awaited only when needed: an extra wait would reorder commands in stored histories.)
+        if self.w.assessment is None and not self.state.status.is_final:
+            await workflow.wait_condition(lambda: self.w.assessment is not None or self.state.status.is_final)
+        owner_key = self.w.assessment.dedup_key if self.w.assessment else None
+        if workflow.patched(DUPLICATE_KEY_PATCH) and (
+            assessment.security_violation or owner_key is None or assessment.dedup_key != owner_key
+        ):
+            why = (
+                "security violation" if assessment.security_violation else "not the same problem (dedup key)"
+            )
+            await self._audit(
+                EventKind.SECURITY,
+                actor=dup.recommender,
+                data={
+                    "ok": False,
+                    "duplicate": dup.proposal_id,
+                    "reasons": [f"duplicate refused: {why}", *assessment.reasons],
+                },
+            )
+            return
+        self.state.duplicate_count += 1
         if len(self.state.duplicates) < MAX_RECORDED_DUPLICATES:
             self.state.duplicates.append(record)
-        assessment = await workflow.execute_activity(
-            "check_proposal",
-            dup,
-            result_type=Assessment,
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=CHECKS_RETRY,
-        )
         record.evidence, record.ok, record.reasons = assessment.evidence, assessment.ok, assessment.reasons
         await self._audit(
             EventKind.DUPLICATE,
@@ -812,7 +953,7 @@ class RemediationWorkflow:
                 "duplicate": dup.proposal_id,
                 "ok": assessment.ok,
                 "reasons": assessment.reasons,
-                "items": [i.model_dump(mode="json") for i in evidence_items(assessment)],
+                "items": evidence_items(assessment),
             },
         )
         if self.state.status is ProposalStatus.AWAITING_APPROVAL:
@@ -820,9 +961,10 @@ class RemediationWorkflow:
 
     @workflow.signal(name="resume")
     def resume(self, scope: PauseScope) -> None:
-        self._pauses = [p for p in self._pauses if p.scope != scope]
-        if self._state is not None:
-            self._active_pauses()
+        if self._w is None:
+            return
+        self.w.pauses = [p for p in self.w.pauses if p.scope != scope]
+        self._active_pauses()
 
     @workflow.update(name="approve")
     async def approve(self, inp: DecisionInput) -> DecisionResult:
@@ -842,61 +984,25 @@ class RemediationWorkflow:
 
     def _validate(self, kind: DecisionKind, inp: DecisionInput) -> None:
         # Validators refuse before anything is written to history.
-        state = self._state
+        state = self._w.state if self._w is not None else None
         paused_reject = (
-            kind is DecisionKind.REJECT and state is not None and (state.status is ProposalStatus.PAUSED)
+            kind is DecisionKind.REJECT and state is not None and state.status is ProposalStatus.PAUSED
         )
         if state is None or (state.status is not ProposalStatus.AWAITING_APPROVAL and not paused_reject):
             current = state.status.value if state else "starting"
             raise ValueError(f"proposal is {current}, not awaiting_approval")
-        gov = self.gov
-        approver, reason, signed = inp.approver, inp.reason, False
-        if inp.token:
-            try:
-                claims = verify(
-                    inp.token,
-                    public_keys={n: a.public_key for n, a in gov.roster.items()},
-                    proposal_id=state.proposal.proposal_id,
-                    workflow_id=state.workflow_id,
-                    plan_hash=state.plan_hash or "",
-                    now=workflow.now(),
-                    seen_nonces=self._nonces,
-                )
-            except TokenRefused as exc:
-                raise ValueError(f"token refused: {exc}") from None
-            if claims.decision is not kind:
-                raise ValueError(f"token refused: it is a {claims.decision.value}, not a {kind.value}")
-            if inp.approver and inp.approver != claims.approver:
-                raise ValueError(f"token refused: signed by {claims.approver}, not {inp.approver}")
-            approver, reason, signed = claims.approver, claims.reason, True
-        if not approver:
-            raise ValueError("approver is required (or a signed token)")
-        if approver == state.proposal.recommender:
-            raise ValueError(
-                f"{approver!r} proposed this change and cannot decide on it (separation of duties)"
-            )
-        if approver not in gov.roster:
-            raise ValueError(f"{approver!r} is not an approver in the policy's roster")
-        if any(d.approver == approver for d in self._current_decisions()):
-            raise ValueError(f"{approver!r} has already decided on this plan; a person counts once")
-        refusal = gov.may_decide(approver, self.tier, bool(state.freezes))
-        if refusal:
-            raise ValueError(refusal)
-        if kind is DecisionKind.REJECT and not reason.strip():
-            raise ValueError("a rejection needs a reason")
-        if kind is DecisionKind.APPROVE and not signed and not gov.rules[self.tier].unsigned_allowed:
-            raise ValueError(
-                f"unsigned approvals are not accepted for {self.tier.value} risk: "
-                f"sign it (`interlock approve {state.proposal.proposal_id} --as {approver}` "
-                "with your key, or `interlock sign` for the Web UI)"
-            )
+        if self._cancel is not None:
+            raise ValueError("proposal is being cancelled")
+        gate.judge(
+            kind, inp, self._view(), self._current_decisions(), frozenset(self.w.nonces), workflow.now()
+        )
 
     async def _decide(self, kind: DecisionKind, inp: DecisionInput) -> DecisionResult:
         approver, reason, signed = inp.approver, inp.reason, False
         if inp.token:
             claims = decode_claims(inp.token)
             approver, reason, signed = claims.approver, claims.reason, True
-            self._nonces.add(claims.nonce)
+            self.w.nonces.append(claims.nonce)
         self.state.decisions.append(
             DecisionRecord(
                 decision=kind,
@@ -906,6 +1012,7 @@ class RemediationWorkflow:
                 groups=self.gov.groups_of(approver),
                 signed=signed,
                 plan_hash=self.state.plan_hash,
+                token=inp.token if signed else None,
             )
         )
         if kind is DecisionKind.REJECT or self._quorum_met():
@@ -925,3 +1032,11 @@ class RemediationWorkflow:
             approver=approver,
             status=self.state.status,
         )
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        errors = exc.errors()
+        parts = [f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in errors[:5]]
+        return "; ".join(parts) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else "")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -51,6 +51,7 @@ FINAL_STATUSES = frozenset(
         "rolled_back",
         "needs_manual_intervention",
         "shadowed",
+        "cancelled",
     }
 )
 # Final statuses that mean the recommendation was wrong: people or checks refused it, or it

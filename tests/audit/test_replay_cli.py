@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import Client, WorkflowHistory
 from typer.testing import CliRunner
 
-from interlock.audit.history import NOT_STARTED, replay_many
+from interlock.audit.history import NOT_STARTED, load_history, replay_many
 from interlock.cli import app
 from interlock.lab import Lab
 from interlock.models import ProposalStatus
@@ -110,7 +110,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
     ids=["one-process", "two-processes", "one-process-sandboxed"],
 )
 async def test_replay_many_reports_exactly_the_changed_history(jobs: int, sandboxed: bool) -> None:
-    committed = [WorkflowHistory.from_json(p.stem, p.read_text()) for p in sorted(HISTORIES.glob("*.json"))]
+    committed = [load_history(p.read_text(), p.stem) for p in sorted(HISTORIES.glob("*.json"))]
     changed = WorkflowHistory.from_json("changed", changed_history())
     # The changed one in the middle, and more histories than processes: the outcomes come back
     # from several chunks and must be put back in order.

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from interlock.governance import Governance, quorum
+from interlock.gate import quorum
+from interlock.governance import Governance
 from interlock.lab import Lab
 from interlock.models import DecisionInput, DecisionKind, DecisionRecord, ProposalStatus, RiskTier
 from interlock.policy import load_policy

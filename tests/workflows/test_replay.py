@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from interlock.audit.history import AUDIT_ACTIVITY, AUDIT_BATCH_ACTIVITY, read_history
+from interlock.audit.history import AUDIT_ACTIVITY, AUDIT_BATCH_ACTIVITY, load_history, read_history
 from workflows.remediation import RemediationWorkflow
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
@@ -29,7 +28,7 @@ def test_the_three_histories_are_committed() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays_without_nondeterminism(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    history = load_history(path.read_text(), path.stem)
     result = await Replayer(
         workflows=[RemediationWorkflow], data_converter=pydantic_data_converter
     ).replay_workflow(history, raise_on_replay_failure=True)
@@ -38,7 +37,7 @@ async def test_history_replays_without_nondeterminism(path: Path) -> None:
 
 def audit_trail(name: str) -> tuple[list[str], int]:
     """(the audit event kinds in recorded order, how many audit activities wrote them)."""
-    history = WorkflowHistory.from_json(name, (HISTORIES[0].parent / f"{name}.json").read_text())
+    history = load_history((HISTORIES[0].parent / f"{name}.json").read_text(), name)
     events = read_history(history).audit_events.values()
     kinds = [e["kind"] for e in sorted(events, key=lambda e: int(e["event_id"].split("/")[-2]))]
     activities = sum(
