@@ -16,18 +16,19 @@ import logging
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from interlock import search
-from interlock.models import AttachDuplicate, DedupClaim, Proposal, ProposalStatus
+from interlock.contracts import Query, Signal, Workflow
+from interlock.models import AttachDuplicate, DedupClaim, Proposal, ProposalState, ProposalStatus
+from interlock.policy import Policy
 
 log = logging.getLogger(__name__)
 
-CLAIM_WORKFLOW = "InterlockDedupClaim"
-ADD_DUPLICATE_SIGNAL = "add_duplicate"
+CLAIM_WORKFLOW = Workflow.DEDUP_CLAIM.value
 # The owner starts its workflow right after claiming; a claim whose proposal has not started
 # after this long was abandoned (its submitter died) and may be taken over.
 START_GRACE = timedelta(seconds=15)
@@ -53,11 +54,12 @@ def claim_id(task_queue: str, key: str) -> str:
 
 
 async def claim_or_attach(
-    client: Client, proposal: Proposal, key: str, task_queue: str, window: timedelta
+    client: Client, proposal: Proposal, key: str, task_queue: str, policy: Policy
 ) -> str | None:
     """None when this proposal owns the key (start its workflow); else the open proposal's id
     it was attached to as a duplicate."""
     me = proposal.proposal_id
+    window = policy.dedup.window
     cid = claim_id(task_queue, key)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_GRACE.total_seconds() + 15
@@ -91,7 +93,7 @@ async def claim_or_attach(
             # Our own claim, or a resubmission of a proposal that already has its workflow
             # (it is never its own duplicate): start or find that workflow.
             return None
-        verdict = await _attach(client, owner, proposal, claim.start_time or datetime.now(UTC))
+        verdict = await _attach(client, owner, proposal, key, policy, claim.start_time or datetime.now(UTC))
         if verdict is _Owner.ATTACHED:
             log.info("proposal %s attached to %s as a duplicate", me, owner)
             return owner
@@ -109,7 +111,9 @@ async def claim_or_attach(
     raise DedupUnsettled(f"could not settle dedup key {key!r} for {me}")
 
 
-async def _attach(client: Client, owner: str, proposal: Proposal, claimed_at: datetime) -> _Owner:
+async def _attach(
+    client: Client, owner: str, proposal: Proposal, key: str, policy: Policy, claimed_at: datetime
+) -> _Owner:
     handle = client.get_workflow_handle(owner)
     try:
         desc = await handle.describe()
@@ -121,9 +125,21 @@ async def _attach(client: Client, owner: str, proposal: Proposal, claimed_at: da
     status = desc.typed_search_attributes.get(search.SA_STATUS)
     if desc.status != WorkflowExecutionStatus.RUNNING or _final(status):
         return _Owner.GONE
+    # Anyone with namespace access can start a claim naming any proposal: attach only to an
+    # owner that is itself a proposal for this key, else take the key over.
+    try:
+        state = await handle.query(Query.STATUS, result_type=ProposalState)
+    except (RPCError, WorkflowQueryFailedError) as exc:
+        log.warning("dedup key %s: holder %s cannot be asked (%s): taking it over", key, owner, exc)
+        return _Owner.GONE
+    canonical = state.service.canonical if state.service else None
+    service = canonical or policy.canonical_service(state.proposal.target.service) or ""
+    if policy.dedup.key_of(state.proposal, service) != key:
+        log.warning("dedup key %s names %s, a proposal for another problem: taking it over", key, owner)
+        return _Owner.GONE
     try:
         await handle.signal(
-            ADD_DUPLICATE_SIGNAL, AttachDuplicate(proposal=proposal, received_at=datetime.now(UTC))
+            Signal.ADD_DUPLICATE, AttachDuplicate(proposal=proposal, received_at=datetime.now(UTC))
         )
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:

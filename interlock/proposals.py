@@ -103,7 +103,7 @@ async def submit(
     service = policy.canonical_service(proposal.target.service) or proposal.target.service
     key = policy.dedup.key_of(proposal, service)
     if key is not None:
-        owner = await claim_or_attach(client, proposal, key, task_queue, policy.dedup.window)
+        owner = await claim_or_attach(client, proposal, key, task_queue, policy)
         if owner is not None:
             return Submission(proposal.proposal_id, owner, False, None, duplicate_of=owner)
     attributes = TypedSearchAttributes(

@@ -614,7 +614,7 @@ class RemediationWorkflow:
 
         Reached only at safe points: a change in flight always finishes, verifies (and rolls back)
         before the cancellation takes effect."""
-        if self._cancel is None:
+        if not self._cancel:  # "" until looked up: who asked is in the run's history
             self._cancel = await self._activity(
                 Activity.CANCEL_REQUESTED_BY,
                 CancelRequest(workflow_id=workflow.info().workflow_id, run_id=workflow.info().run_id),
