@@ -165,7 +165,8 @@ def test_a_token_valid_for_longer_than_the_limit_is_refused() -> None:
     token, public = _signed_for(timedelta(days=365), now)
     check = {"public_keys": {"alice": public}, "proposal_id": "p", "workflow_id": "p",
              "plan_hash": "h", "now": now, "seen_nonces": frozenset()}
-    with pytest.raises(TokenRefused, match=r"^lifetime: token is valid for 365d .* token_max_lifetime of 15m$"):
+    refusal = r"^lifetime: token is valid for 365d .* token_max_lifetime of 15m$"
+    with pytest.raises(TokenRefused, match=refusal):
         verify(token, **check)  # type: ignore[arg-type]
     # The limit is the policy's: a longer one lets it through, a shorter one refuses 15 minutes.
     assert verify(token, **check, max_lifetime=timedelta(days=366)).approver == "alice"  # type: ignore[arg-type]
