@@ -15,6 +15,7 @@ from interlock.models import Notification, PrecheckInput, PrecheckResult
 from interlock.pauses import PauseStore, database_url
 from interlock.policy import load_policy
 from interlock.settings import Settings
+from interlock.untrusted import chat_text
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,11 @@ class GateActivities:
             f"{notifier.ui_base_url}/namespaces/{self.settings.temporal_namespace}"
             f"/workflows/{note.proposal_id}"
         )
+        # The text is built in the workflow from the proposal's fields (its service name, as
+        # the recommender wrote it, until the checks find it): a recommender must not be able
+        # to put a disguised link or an @channel in front of the people who approve.
         body = {
-            "text": f"{note.text} <{link}|{note.proposal_id}>",
+            "text": f"{chat_text(note.text)} <{link}|{note.proposal_id}>",
             "kind": note.kind,
             "proposal_id": note.proposal_id,
             "status": note.status,

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -18,6 +19,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from interlock.dedup import DedupUnsettled
 from interlock.models import DecisionInput, ProposalState
@@ -30,6 +32,7 @@ from interlock.proposals import (
 )
 from interlock.settings import Settings
 from interlock.temporal import TemporalUnavailable
+from interlock.untrusted import plain
 
 app = typer.Typer(
     name="interlock",
@@ -238,7 +241,7 @@ def propose(
             risk = result["risk"]
             out.print(f"risk {risk['score']}/100 ({risk['tier']})")
         for reason in result.get("reasons") or []:
-            out.print(f"  - {reason}", markup=False)
+            out.print(Text(f"  - {plain(reason)}"))
         if result["status"] == "awaiting_approval":
             out.print(
                 f"next: interlock show {followed}   |   "
@@ -290,14 +293,21 @@ def list_(
             return
         table = Table("proposal", "status", "action", "service", "risk", "recommender", "submitted")
         for r in rows:
+            # Text cells: a string cell would be read as rich markup, and the service is the
+            # recommender's own words until the checks find it in the catalog.
             table.add_row(
-                r["proposal_id"],
-                r["status"] or "",
-                r["action"] or "",
-                r["service"] or "",
-                r["risk_tier"] or "",
-                r["recommender"] or "",
-                (r["submitted_at"] or "")[:19],
+                *(
+                    Text(plain(value or ""))
+                    for value in (
+                        r["proposal_id"],
+                        r["status"],
+                        r["action"],
+                        r["service"],
+                        r["risk_tier"],
+                        r["recommender"],
+                        (r["submitted_at"] or "")[:19],
+                    )
+                )
             )
         out.print(table)
 
@@ -330,9 +340,11 @@ def show(proposal_id: str, json_out: JsonFlag = False) -> None:
 def render_state(state: ProposalState) -> None:
     from interlock.presentation import approval_details
 
-    out.print(approval_details(state), markup=False)
+    # Text objects: rich applies neither markup nor emoji codes to them, and approval_details
+    # has already removed every escape sequence from what came from outside.
+    out.print(Text(approval_details(state, markdown=False)))
     if state.execution or state.verification or state.rollback:
-        out.print("\n### Execution", markup=False)
+        out.print(Text("\n### Execution"))
         for result in (
             state.execution,
             state.verification,
@@ -342,18 +354,19 @@ def render_state(state: ProposalState) -> None:
             if result is None:
                 continue
             out.print(
-                f"- {result.stage.value}: {result.playbook} {result.status} (rc {result.rc})"
-                + (f": {result.error}" if result.error else ""),
-                markup=False,
+                Text(
+                    plain(
+                        f"- {result.stage.value}: {result.playbook} {result.status} (rc {result.rc})"
+                        + (f": {result.error}" if result.error else "")
+                    )
+                )
             )
             for task in result.tasks:
-                out.print(f"    {task.status:9} {task.task}", markup=False)
-    out.print("\n### Timeline", markup=False)
+                out.print(Text(plain(f"    {task.status:9} {task.task}")))
+    out.print(Text("\n### Timeline"))
     for entry in state.timeline:
         note = f"  {entry.note}" if entry.note else ""
-        out.print(
-            f"- {entry.at.isoformat(timespec='seconds')} {entry.status.value}{note}", markup=False
-        )
+        out.print(Text(plain(f"- {entry.at.isoformat(timespec='seconds')} {entry.status.value}{note}")))
 
 
 def _decide(
@@ -377,7 +390,9 @@ def _decide(
         tok = token
         if tok is None and user and key_path(s.keys_dir, user).exists():
             # Sign with the approver's own key: the approval is bound to this exact plan.
-            tok = await sign_decision(client, s.keys_dir, proposal_id, decision, user, reason)
+            tok = await sign_decision(
+                client, s.keys_dir, proposal_id, decision, user, reason, token_lifetime(s, None)
+            )
         inp = DecisionInput(approver=user or "", reason=reason, token=tok)
         result = await decide(client, proposal_id, decision, inp)
         if json_out:
@@ -429,6 +444,11 @@ def sign(
     as_: Annotated[str, typer.Option("--as", help="Whose key signs.")],
     reason: Annotated[str, typer.Option(help="Why.")] = "",
     decision: Annotated[str, typer.Option(help="approve or reject.")] = "approve",
+    lifetime: Annotated[
+        str | None,
+        typer.Option(help="How long the token is valid, e.g. 10m (default and most: the policy's "
+                     "token_max_lifetime, at most 15m by default)."),
+    ] = None,
 ) -> None:
     """Print a signed token for the Web UI's Update dialog: {"token": "..."}."""
     from interlock.proposals import sign_decision
@@ -437,13 +457,40 @@ def sign(
     if decision not in ("approve", "reject"):
         fail("--decision must be approve or reject", 2)
     s = settings()
+    valid_for = token_lifetime(s, lifetime)
 
     async def body() -> None:
         client = await connect(s)
-        tok = await sign_decision(client, s.keys_dir, proposal_id, decision, as_, reason)
+        tok = await sign_decision(client, s.keys_dir, proposal_id, decision, as_, reason, valid_for)
         print_json({"token": tok})
 
     run(body)
+
+
+def token_lifetime(s: Settings, requested: str | None) -> timedelta:
+    """How long a token made here is valid: `requested`, refused when longer than the policy's
+    `token_max_lifetime` (the validator would refuse the token); by default the shorter of 15
+    minutes and that limit."""
+    from interlock.policy import parse_duration
+    from interlock.signing import DEFAULT_TOKEN_LIFETIME, describe_lifetime
+
+    try:
+        limit = load_policy(s.effective_policy_file).token_max_lifetime
+    except PolicyError as exc:
+        fail(str(exc), 2)
+    if requested is None:
+        return min(DEFAULT_TOKEN_LIFETIME, limit)
+    try:
+        wanted = parse_duration(requested)
+    except ValueError as exc:
+        fail(f"--lifetime: {exc}", 2)
+    if wanted > limit:
+        fail(
+            f"--lifetime {requested} is longer than the policy's token_max_lifetime of "
+            f"{describe_lifetime(limit)}: the approval would be refused (lifetime check)",
+            2,
+        )
+    return wanted
 
 
 keys_app = typer.Typer(help="Approver signing keys (Ed25519).")

@@ -423,6 +423,9 @@ class Policy(_Model):
     emergency_group: str = "emergency"
     notifier: Notifier = Field(default_factory=Notifier)
     dedup: Dedup = Field(default_factory=Dedup)
+    # The longest a signed decision token may be valid (`expires_at - issued_at`): the
+    # validator refuses a longer one and `interlock sign` will not make one.
+    token_max_lifetime: Duration = timedelta(minutes=15)
 
     # Set by load_policy: the sha256 of the file the policy was read from.
     digest: str = ""
@@ -435,6 +438,8 @@ class Policy(_Model):
                 errors.append(
                     f"approval_rules.{tier.value}.escalate_after: must be before expire_after"
                 )
+        if self.token_max_lifetime > timedelta(hours=24):
+            errors.append("token_max_lifetime: must be at most 24h (a token approves one plan, now)")
         for tier in RiskTier:
             if tier not in self.approval_rules:
                 errors.append(f"approval_rules.{tier.value}: missing")

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +228,8 @@ async def list_proposals(
 
 
 async def sign_decision(
-    client: Client, keys_dir: Path, proposal_id: str, decision: str, approver: str, reason: str
+    client: Client, keys_dir: Path, proposal_id: str, decision: str, approver: str, reason: str,
+    lifetime: timedelta | None = None,
 ) -> str:
     """A token for `decision` on the proposal's current plan, signed with approver's key file."""
     from interlock.keys import key_path
@@ -254,6 +255,7 @@ async def sign_decision(
         approver=approver,
         reason=reason,
         now=datetime.now(UTC),
+        **({"lifetime": lifetime} if lifetime is not None else {}),
     )
 
 

@@ -20,6 +20,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from interlock.models import DecisionKind
 
 DEFAULT_TOKEN_LIFETIME = timedelta(minutes=15)
+# The longest `expires_at - issued_at` a token may claim (the policy's `token_max_lifetime`).
+# The approver signs both times, so without this limit one stolen token, signed with a far
+# expiry, would approve that plan for as long as the proposal waits.
+DEFAULT_MAX_TOKEN_LIFETIME = timedelta(minutes=15)
 
 
 class TokenRefused(ValueError):
@@ -108,6 +112,7 @@ def verify(
     plan_hash: str,
     now: datetime,
     seen_nonces: set[str] | frozenset[str],
+    max_lifetime: timedelta = DEFAULT_MAX_TOKEN_LIFETIME,
 ) -> ApprovalClaims:
     """Every check a token must pass, each refusal naming the check that failed."""
     try:
@@ -137,6 +142,15 @@ def verify(
             "plan: token approves a different plan (the playbooks, inventory, parameters "
             "or preview changed since it was signed)"
         )
+    lifetime = claims.expires_at - claims.issued_at
+    if lifetime > max_lifetime:
+        raise TokenRefused(
+            f"lifetime: token is valid for {describe_lifetime(lifetime)} (issued "
+            f"{claims.issued_at.isoformat()}, expires {claims.expires_at.isoformat()}), longer "
+            f"than the policy's token_max_lifetime of {describe_lifetime(max_lifetime)}"
+        )
+    if lifetime <= timedelta(0):
+        raise TokenRefused("lifetime: token expires before it was issued")
     if now >= claims.expires_at:
         raise TokenRefused(f"expiry: token expired at {claims.expires_at.isoformat()}")
     if claims.issued_at - now > timedelta(minutes=5):
@@ -144,6 +158,19 @@ def verify(
     if claims.nonce in seen_nonces:
         raise TokenRefused("nonce: token was already used (replay)")
     return claims
+
+
+def describe_lifetime(value: timedelta) -> str:
+    """'15m', '1h30m', '45s': how the policy writes a duration."""
+    seconds = int(value.total_seconds())
+    if seconds <= 0 or value.microseconds:
+        return f"{value.total_seconds():g}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts)
 
 
 def decode_claims(token: str) -> ApprovalClaims:

@@ -44,13 +44,16 @@ IntakeDep = Annotated[Intake, Depends(_intake)]
 
 
 async def _recommender(
+    request: Request,
     intake: IntakeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """The recommender the bearer token speaks for; the token, not the body, says who calls."""
     if credentials is None:
         raise unauthorized("a bearer token is required")
-    recommender = await intake.authenticate(credentials.credentials)
+    # The peer as uvicorn reports it (X-Forwarded-For only from the proxies it trusts).
+    address = request.client.host if request.client else "unknown"
+    recommender = await intake.authenticate(credentials.credentials, address)
     if recommender is None:
         raise unauthorized("the token is unknown or revoked")
     return recommender
@@ -67,7 +70,10 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         409: "The idempotency key (or proposal_id) was used with a different proposal.",
         413: "The body is larger than the intake accepts.",
         422: "Invalid input: one 'field: reason' line per problem in `details`.",
-        429: "Too many proposals from this recommender; see Retry-After (seconds).",
+        429: (
+            "Too many proposals from this recommender, or too many failed authentications "
+            "from this address; see Retry-After (seconds)."
+        ),
         503: "Temporal cannot be reached; nothing was started. See Retry-After.",
     }
     retry_after = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
@@ -172,7 +178,7 @@ def _add_routes(app: FastAPI) -> None:
         methods=["GET"],
         response_model=ProposalView,
         summary="Read one of your proposals",
-        responses=_errors(401, 403, 404, 422, 503),
+        responses=_errors(401, 403, 404, 422, 429, 503),
     )
     app.add_api_route(
         "/v1/proposals",
@@ -180,7 +186,7 @@ def _add_routes(app: FastAPI) -> None:
         methods=["GET"],
         response_model=ProposalList,
         summary="List your proposals",
-        responses=_errors(401, 422, 503),
+        responses=_errors(401, 422, 429, 503),
     )
     app.add_api_route("/healthz", healthz, methods=["GET"], response_model=Health, summary="Liveness")
 

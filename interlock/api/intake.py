@@ -23,7 +23,7 @@ from interlock import search
 from interlock.api.connection import ClientFactory, TemporalConnection
 from interlock.api.errors import ApiError
 from interlock.api.idempotency import MAX_KEY_LENGTH, IdempotencyStore
-from interlock.api.ratelimit import RateLimiter
+from interlock.api.ratelimit import FailureWindow, RateLimiter
 from interlock.api.responses import SubmitAnswer
 from interlock.api.settings import ApiSettings
 from interlock.dedup import DedupUnsettled
@@ -72,14 +72,30 @@ class Intake:
         self.tokens = TokenStore(intake_db_path(settings.home_dir), engine=self.engine)
         self.answers = IdempotencyStore(self.engine)
         self.limiter = RateLimiter(api_settings.parsed_rate)
+        self.auth_failures = FailureWindow(api_settings.parsed_auth_failures)
         self.client_factory: ClientFactory = client_factory or TemporalConnection(settings)
         self._policy: tuple[tuple[Path | None, int], Policy] | None = None
 
     # --- shared pieces ---------------------------------------------------------------
 
-    async def authenticate(self, token: str) -> str | None:
+    async def authenticate(self, token: str, address: str) -> str | None:
+        """The recommender `token` speaks for, or None; refused with 429 while `address` has
+        failed too often, before the token is even looked at (so a guess then learns nothing)."""
+        wait = self.auth_failures.wait(address)
+        if wait > 0:
+            log.warning("authentication from %s refused: too many failures", address)
+            raise ApiError(
+                429,
+                "too many failed authentications from this address "
+                f"(limit {self.api_settings.auth_failures})",
+                [f"retry after {wait:.1f}s"],
+                headers={"Retry-After": RateLimiter.retry_after_header(wait)},
+            )
         # SQLite may wait on a lock held by `interlock tokens`: keep it off the event loop.
-        return await asyncio.to_thread(self.tokens.authenticate, token)
+        recommender = await asyncio.to_thread(self.tokens.authenticate, token)
+        if recommender is None:
+            self.auth_failures.fail(address)
+        return recommender
 
     async def client(self) -> Client:
         try:
@@ -164,6 +180,12 @@ class Intake:
             document = json.loads(body)
         except ValueError as exc:
             raise ApiError(422, "the body is not valid JSON", [f"(document): {exc}"]) from None
+        except RecursionError:
+            # json.loads recurses once per level: ~1,000 nested arrays exhaust the stack. A
+            # proposal is 4 levels deep; pydantic refuses anything past 200 on its own.
+            raise ApiError(
+                422, "the body is nested too deeply", ["(document): JSON nested too deeply to read"]
+            ) from None
         claimed = document.get("recommender") if isinstance(document, dict) else None
         if isinstance(claimed, str) and claimed != recommender:
             raise _impersonation(recommender, claimed)

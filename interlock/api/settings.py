@@ -38,8 +38,12 @@ class ApiSettings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     max_body: int = Field(65536, gt=0, description="Largest accepted request body, in bytes.")
     rate: str = Field("60/minute", description="Proposals each recommender may submit.")
+    auth_failures: str = Field(
+        "10/minute",
+        description="Failed authentications a client address may make before it gets 429s.",
+    )
 
-    @field_validator("rate")
+    @field_validator("rate", "auth_failures")
     @classmethod
     def _rate(cls, value: str) -> str:
         Rate.parse(value)
@@ -48,3 +52,7 @@ class ApiSettings(BaseSettings):
     @property
     def parsed_rate(self) -> Rate:
         return Rate.parse(self.rate)
+
+    @property
+    def parsed_auth_failures(self) -> Rate:
+        return Rate.parse(self.auth_failures)

@@ -18,9 +18,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from interlock.audit import open_store
 from interlock.settings import Settings
+from interlock.untrusted import plain
 
 if TYPE_CHECKING:
     from interlock.audit.history import ReplayOutcome
@@ -44,6 +46,12 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"error: {message}", markup=False)
     raise typer.Exit(code)
+
+
+def _cells(*values: str) -> list[Text]:
+    # Text cells: rich reads a string cell as markup, and these hold what recommenders, sources
+    # and history events wrote; escape sequences are removed as well.
+    return [Text(plain(v)) for v in values]
 
 
 def print_json(value: Any) -> None:
@@ -96,7 +104,7 @@ def verify(json_out: JsonFlag = False) -> None:
         for column in ("row", "event", "problem", "detail"):
             table.add_column(column, overflow="fold")
         for p in report.problems:
-            table.add_row(str(p.seq or ""), p.event_id or "", p.kind.value, p.detail)
+            table.add_row(*_cells(str(p.seq or ""), p.event_id or "", p.kind.value, p.detail))
         out.print(table)
     if not report.ok:
         raise typer.Exit(1)
@@ -133,11 +141,13 @@ def timeline(
         table.add_column(column, overflow="fold")
     for e in events:
         table.add_row(
-            e.at.strftime("%Y-%m-%d %H:%M:%S"),
-            e.kind,
-            e.actor or "",
-            e.status or "",
-            _summary(e),
+            *_cells(
+                e.at.strftime("%Y-%m-%d %H:%M:%S"),
+                e.kind,
+                e.actor or "",
+                e.status or "",
+                _summary(e),
+            )
         )
     out.print(table)
 
@@ -187,17 +197,19 @@ def metrics_command(
         table.add_column(header, justify="left" if i == 0 else "right")
     for label, m in rows:
         table.add_row(
-            label,
-            str(m["proposals"]),
-            _seconds(m["mttr_mean_seconds"]),
-            _seconds(m["mttr_median_seconds"]),
-            _seconds(m["first_response_median_seconds"]),
-            str(m["backlog"]),
-            _seconds(m["backlog_oldest_seconds"]),
-            _ratio(m["override_ratio"]),
-            _ratio(m["false_recommendation_ratio"]),
-            _ratio(m["escalation_ratio"]),
-            str(m["audit_exceptions"]),
+            *_cells(
+                label,
+                str(m["proposals"]),
+                _seconds(m["mttr_mean_seconds"]),
+                _seconds(m["mttr_median_seconds"]),
+                _seconds(m["first_response_median_seconds"]),
+                str(m["backlog"]),
+                _seconds(m["backlog_oldest_seconds"]),
+                _ratio(m["override_ratio"]),
+                _ratio(m["false_recommendation_ratio"]),
+                _ratio(m["escalation_ratio"]),
+                str(m["audit_exceptions"]),
+            )
         )
     out.print(table)
 
@@ -241,7 +253,8 @@ def _print_timeline(facts: Any, title: str) -> None:
     for column in ("time (UTC)", "event", "what", "detail"):
         table.add_column(column, overflow="fold")
     for item in facts.timeline:
-        table.add_row(item.at.strftime("%Y-%m-%d %H:%M:%S"), str(item.event_id), item.what, item.detail)
+        at = item.at.strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(*_cells(at, str(item.event_id), item.what, item.detail))
     out.print(table)
 
 
@@ -428,7 +441,7 @@ def reconcile(
         for column in ("proposal", "problem", "event", "detail"):
             table.add_column(column, overflow="fold")
         for d in diffs:
-            table.add_row(d.proposal_id, d.problem, d.event_id or "", d.detail)
+            table.add_row(*_cells(d.proposal_id, d.problem, d.event_id or "", d.detail))
         out.print(table)
         out.print(f"{new} newly recorded as audit_exception events", markup=False)
     else:

@@ -70,12 +70,15 @@ async def running_api(
     settings: Settings,
     *,
     rate: str = "1000/second",
+    auth_failures: str = "10/minute",
     max_body: int = 65536,
     client_factory: ClientFactory | None = None,
     tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[RunningApi]:
     """`serve` in a background task of the test's loop, until the test is done."""
-    api_settings = ApiSettings(host="127.0.0.1", port=free_port(), rate=rate, max_body=max_body)
+    api_settings = ApiSettings(
+        host="127.0.0.1", port=free_port(), rate=rate, auth_failures=auth_failures, max_body=max_body
+    )
     app = create_app(settings, client_factory, api_settings=api_settings, tracer_provider=tracer_provider)
     task = asyncio.create_task(serve(settings, api_settings, app=app))
     url = f"http://127.0.0.1:{api_settings.port}"

@@ -11,14 +11,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from temporalio.client import Client
+from typer.testing import CliRunner
 
+from interlock.cli import app
 from interlock.keys import key_path
 from interlock.lab import Lab
 from interlock.models import DecisionInput, DecisionKind, ProposalStatus
+from interlock.policy import Policy
 from interlock.proposals import DecisionRefused, decide, get_state, sign_decision
 from interlock.settings import Settings
-from interlock.signing import _b64, _unb64, generate_key, load_private_key, sign
+from interlock.signing import TokenRefused, _b64, _unb64, generate_key, load_private_key, sign, verify
+from tests.conftest import cli_env
 from tests.governance.support import wait_for
 from tests.support import final, make_proposal, propose, update_events
 from worker.main import build_worker
@@ -134,6 +139,75 @@ async def test_forged_or_altered_token_is_refused(
     altered = _unb64(payload).replace(b'"approver":"alice"', b'"approver":"bob"')
     tampered = f"{_b64(altered)}.{signature}"
     await _refused(client, proposal.proposal_id, tampered, "signature: not made with bob's key")
+    assert await update_events(client, proposal.proposal_id) == 0
+    assert (await get_state(client, proposal.proposal_id)).decisions == []
+    await client.get_workflow_handle(proposal.proposal_id).terminate("test done")
+
+
+# --- Token lifetime: `expires_at - issued_at` at most the policy's token_max_lifetime --------
+
+
+def _signed_for(lifetime: timedelta, now: datetime) -> tuple[str, str]:
+    pem, public = generate_key()
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(pem.encode(), password=None)
+    token = sign(
+        key,  # type: ignore[arg-type]
+        proposal_id="p", workflow_id="p", plan_hash="h", decision=DecisionKind.APPROVE,
+        approver="alice", reason="r", now=now, lifetime=lifetime,
+    )
+    return token, public
+
+
+def test_a_token_valid_for_longer_than_the_limit_is_refused() -> None:
+    now = datetime.now(UTC)
+    token, public = _signed_for(timedelta(days=365), now)
+    check = {"public_keys": {"alice": public}, "proposal_id": "p", "workflow_id": "p",
+             "plan_hash": "h", "now": now, "seen_nonces": frozenset()}
+    refusal = r"^lifetime: token is valid for 365d .* token_max_lifetime of 15m$"
+    with pytest.raises(TokenRefused, match=refusal):
+        verify(token, **check)  # type: ignore[arg-type]
+    # The limit is the policy's: a longer one lets it through, a shorter one refuses 15 minutes.
+    assert verify(token, **check, max_lifetime=timedelta(days=366)).approver == "alice"  # type: ignore[arg-type]
+    fifteen, public = _signed_for(timedelta(minutes=15), now)
+    check["public_keys"] = {"alice": public}
+    assert verify(fifteen, **check).approver == "alice"  # type: ignore[arg-type]
+    with pytest.raises(TokenRefused, match="lifetime: token is valid for 15m"):
+        verify(fifteen, **check, max_lifetime=timedelta(minutes=5))  # type: ignore[arg-type]
+
+
+def test_the_policy_names_the_limit_and_bounds_it(settings: Settings) -> None:
+    doc = yaml.safe_load((settings.home_dir / "policy.yaml").read_text())
+    assert Policy.model_validate(doc).token_max_lifetime == timedelta(minutes=15)
+    shorter = Policy.model_validate({**doc, "token_max_lifetime": "5m"})
+    assert shorter.token_max_lifetime == timedelta(minutes=5)
+    with pytest.raises(ValueError, match="token_max_lifetime: must be at most 24h"):
+        Policy.model_validate({**doc, "token_max_lifetime": "30d"})
+
+
+def test_interlock_sign_refuses_to_make_a_token_longer_than_the_limit(settings: Settings) -> None:
+    env = cli_env(settings, "no-worker-needed")
+    result = CliRunner().invoke(app, ["sign", "prop-x", "--as", "alice", "--lifetime", "2h"], env=env)
+    assert result.exit_code == 2
+    assert (
+        "error: --lifetime 2h is longer than the policy's token_max_lifetime of 15m" in result.stderr
+    )
+
+
+async def test_a_long_lived_token_is_refused_by_the_update_validator(
+    client: Client, settings: Settings, worker: str, lab: Lab
+) -> None:
+    proposal = make_proposal(settings, "restart_service")
+    state = await propose(client, settings, worker, proposal)
+    # alice's own key, this proposal, this plan, fresh: only its lifetime is wrong.
+    token = sign(
+        load_private_key(key_path(settings.keys_dir, "alice")),
+        proposal_id=proposal.proposal_id, workflow_id=state.workflow_id,
+        plan_hash=state.plan_hash or "", decision=DecisionKind.APPROVE, approver="alice",
+        reason="valid for a year", now=datetime.now(UTC), lifetime=timedelta(days=365),
+    )
+    await _refused(client, proposal.proposal_id, token, "lifetime: token is valid for 365d")
     assert await update_events(client, proposal.proposal_id) == 0
     assert (await get_state(client, proposal.proposal_id)).decisions == []
     await client.get_workflow_handle(proposal.proposal_id).terminate("test done")

@@ -4,6 +4,7 @@ a link to the proposal in the Web UI; a failing webhook is retried and never cha
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,9 +12,11 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 
+from activities.gate import GateActivities
 from interlock.lab import Lab
-from interlock.models import DecisionInput, ProposalStatus
+from interlock.models import DecisionInput, Notification, ProposalStatus
 from interlock.proposals import decide
 from interlock.settings import Settings
 from tests.governance.support import wait_for
@@ -116,3 +119,27 @@ async def test_failing_webhook_is_retried_and_never_changes_a_decision(
     assert done.status is ProposalStatus.REJECTED
     assert [(d.approver, d.decision.value) for d in done.decisions] == [("bob", "reject")]
     assert receiver.kinds().count("outcome") >= 2  # retried, then given up
+
+
+async def test_notification_text_cannot_link_or_mention(
+    governed: Callable[..., Settings], receiver: Receiver
+) -> None:
+    # The text as the workflow builds it for a proposal whose service name is the recommender's
+    # own words (a direct start never checked against the catalog): the real notify activity.
+    s = governed(_webhook(receiver.url))
+    service = "<!here> <@U024BE7LH> @channel <https://evil.example/approve|Approve now> \x1b[31m&\nnext"
+    note = Notification(
+        kind="outcome", proposal_id="prop-n1", status="rejected_by_checks",
+        text=f"rejected_by_checks: restart_service on {service} (lab) from triage-bot",
+    )
+    await ActivityEnvironment().run(GateActivities(s).notify, note)
+
+    [sent] = receiver.received
+    link = f"{UI}/namespaces/default/workflows/prop-n1"
+    assert sent["text"] == (
+        "rejected_by_checks: restart_service on &lt;!here&gt; &lt;\uff20U024BE7LH&gt; \uff20channel "
+        "&lt;https://evil.example/approve|Approve now&gt; &amp; next (lab) from triage-bot "
+        f"<{link}|prop-n1>"
+    )
+    # Interlock's own link is the only Slack link or mention left in the text.
+    assert re.findall(r"<[^>]*>", sent["text"]) == [f"<{link}|prop-n1>"]
