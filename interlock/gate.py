@@ -121,6 +121,7 @@ def judge(
                 plan_hash=view.plan_hash or "",
                 now=now,
                 seen_nonces=nonces,
+                max_lifetime=gov.token_max_lifetime,
             )
         except TokenRefused as exc:
             raise DecisionRefused(f"token refused: {exc}") from None
@@ -184,8 +185,10 @@ def recheck_carried(
                 else DecisionInput(approver=d.approver, reason=d.reason)
             )
             ballot = judge(d.decision, inp, view, current(kept, view.plan_hash), nonces, d.at)
-            if ballot.approver != d.approver or (d.signed and ballot.reason != d.reason):
+            if ballot.approver != d.approver:
                 raise DecisionRefused(f"the token was signed by {ballot.approver}, not {d.approver}")
+            if d.signed and ballot.reason != d.reason:
+                raise DecisionRefused("the recorded reason is not the one the token signs")
         except DecisionRefused as exc:
             dropped.append(f"{d.decision.value} by {d.approver!r} dropped: {exc}")
             continue

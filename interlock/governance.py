@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
@@ -23,6 +23,7 @@ from interlock.models import (
 )
 from interlock.policy import ApprovalRule, Approver, Mode, Policy, RiskSettings
 from interlock.risk import RiskInput
+from interlock.signing import DEFAULT_TOKEN_LIFETIME
 
 AUTO_APPROVER = "policy:auto"
 
@@ -38,6 +39,8 @@ class Governance(BaseModel):
     emergency_group: str = "emergency"
     freezes: list[str] = Field(default_factory=list)
     risk: RiskSettings = Field(default_factory=RiskSettings)
+    # The longest a signed token may be valid (expires_at - issued_at), from the policy.
+    token_max_lifetime: timedelta = DEFAULT_TOKEN_LIFETIME
 
     @classmethod
     def from_policy(
@@ -62,6 +65,7 @@ class Governance(BaseModel):
             emergency_group=policy.emergency_group,
             freezes=policy.active_freezes(now, action, environment),
             risk=policy.risk,
+            token_max_lifetime=policy.token_max_lifetime,
         )
 
     def groups_of(self, approver: str) -> list[str]:
