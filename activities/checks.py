@@ -30,9 +30,9 @@ from interlock.models import (
     ServiceFacts,
 )
 from interlock.policy import Policy, load_policy, validate_against_policy
-from interlock.sources import SourceSpec
 from interlock.risk import RecentChange, RiskInput, TrackRecord
 from interlock.settings import Settings
+from interlock.sources import SourceSpec
 
 # Clocks disagree a little; evidence from further in the future than this is refused.
 CLOCK_SKEW = timedelta(minutes=5)
