@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.records import ExecutionRecords, RecordsUnavailable, VisibilityCache
-from interlock.evidence import check_items
+from interlock.evidence import check_items, client_for, tls_settings
 from interlock.governance import Assessment, Governance
 from interlock.models import (
     EvidenceCheck,
@@ -32,6 +32,7 @@ from interlock.models import (
 from interlock.policy import Policy, load_policy, validate_against_policy
 from interlock.risk import RecentChange, RiskInput, TrackRecord
 from interlock.settings import Settings
+from interlock.sources import SourceSpec
 
 # Clocks disagree a little; evidence from further in the future than this is refused.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -49,19 +50,24 @@ class ProposalChecks:
         self.client = client
         # Visibility answers shared by checks made moments apart (see FACTS_MAX_AGE_SECONDS).
         self._visibility = VisibilityCache()
-        # One HTTP client for every check (building one costs ~20-40 ms of CPU: TLS context).
-        self._http: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+        # One HTTP client per TLS setting (building one costs ~20-40 ms of CPU: TLS context):
+        # the default for most sources, one per CA bundle / client certificate otherwise.
+        self._http: dict[Any, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
 
-    def http(self) -> httpx.AsyncClient:
+    def http(self, spec: SourceSpec | None = None) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
-        if self._http is None or self._http[0] is not loop or self._http[1].is_closed:
-            self._http = (loop, httpx.AsyncClient(trust_env=False))
-        return self._http[1]
+        tls = tls_settings(spec) if spec is not None else (None, None, None)
+        held = self._http.get(tls)
+        if held is None or held[0] is not loop or held[1].is_closed:
+            client = (
+                httpx.AsyncClient(trust_env=False) if tls == (None, None, None) else client_for(tls)
+            )
+            held = self._http[tls] = (loop, client)
+        return held[1]
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            loop, http = self._http
-            self._http = None
+        held, self._http = self._http, {}
+        for loop, http in held.values():
             if loop is asyncio.get_running_loop():
                 await http.aclose()
 
@@ -133,7 +139,7 @@ class ProposalChecks:
             governance=governance,
             risk_input=risk_input,
             evidence_max_age_seconds=min(action.evidence_sources[s].max_age.total_seconds() for s in cited),
-            settle_seconds=action.settle_time.total_seconds() if action.settle_time else None,
+            settle_seconds=settle_seconds(policy, proposal, evidence),
             history_event_limit=self.settings.history_event_limit,
             dedup_key=policy.dedup.key_of(proposal, service),
         )
@@ -167,8 +173,15 @@ class ProposalChecks:
         deadline = time.monotonic() + inp.settle_seconds
         while True:
             now = datetime.now(UTC)
+            # After a change (a settle time), a silenced alert is asked about at its rule.
             report = await self.confirm_evidence(
-                inp.proposal, inp.items, policy, inp.service, now, check_age=False
+                inp.proposal,
+                inp.items,
+                policy,
+                inp.service,
+                now,
+                check_age=False,
+                after_change=inp.settle_seconds > 0,
             )
             if inp.settle_seconds <= 0 or cleared(report) or time.monotonic() >= deadline:
                 return report
@@ -184,6 +197,7 @@ class ProposalChecks:
         now: datetime,
         *,
         check_age: bool,
+        after_change: bool = False,
     ) -> EvidenceReport:
         """Confirm each item at its source. `check_age`: refuse items the recommender observed
         longer ago than the source's max age (at the first check; a re-check is Interlock's
@@ -197,6 +211,8 @@ class ProposalChecks:
             why = ""
             if source is None or item.source not in policy.sources:
                 why = f"source {item.source!r} is not approved for {proposal.action}"
+            elif refusal := policy.check_refusal(proposal.action, item.source, item.ref):
+                why = refusal
             elif check_age and item.observed_at - now > CLOCK_SKEW:
                 why = "not fetched: observed_at is in the future"
             elif check_age and age > source.max_age.total_seconds():
@@ -210,11 +226,11 @@ class ProposalChecks:
         if to_fetch:
             confirmations = await check_items(
                 [item for _, item in to_fetch],
-                kinds={name: s.kind for name, s in policy.sources.items()},
-                urls={name: s.url for name, s in policy.sources.items()},
+                sources=policy.sources,
                 target_service=service,
                 normalise=policy.canonical_service,
-                http=self.http(),
+                http_for=self.http,
+                after_change=after_change,
                 max_age={name: s.max_age for name, s in action.evidence_sources.items()},
                 now=now,
                 lab_root=self.settings.lab_dir,
@@ -223,7 +239,12 @@ class ProposalChecks:
                 backoff=SOURCE_BACKOFF,
             )
             for (n, item), c in zip(to_fetch, confirmations, strict=True):
+                check = policy.check_name(item.source, item.ref)
                 results[n] = EvidenceCheck(
+                    check=check,
+                    suppressed=c.suppressed,
+                    suppressed_by=c.suppressed_by,
+                    settle_seconds=policy.settle_needed(item.source, check).total_seconds(),
                     source=item.source,
                     ref=item.ref,
                     ok=c.fetched and c.supports,
@@ -241,6 +262,17 @@ class ProposalChecks:
     def _change_records(self) -> Any:
         records = self.records()
         return records.change_records if records is not None else None
+
+
+def settle_seconds(policy: Policy, proposal: Proposal, evidence: EvidenceReport) -> float | None:
+    """How long the after-change check waits: the action's settle time, or longer when a
+    confirmed check needs longer to clear (scrape, evaluation, range, `for`), so a fix is
+    never judged before its evidence could have cleared (nor charged to the recommender)."""
+    configured = policy.actions[proposal.action].settle_time
+    if configured is None:
+        return None
+    needed = [i.settle_seconds or 0.0 for i in evidence.items if i.ok]
+    return max([configured.total_seconds(), *needed])
 
 
 def cleared(report: EvidenceReport) -> bool:

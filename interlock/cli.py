@@ -708,9 +708,12 @@ def policy_check(file: Path, json_out: JsonFlag = False) -> None:
             for line in exc.errors:
                 err.print(f"error: {file}: {line}", markup=False)
         raise typer.Exit(2) from None
+    warnings = policy.warnings()
     if json_out:
-        print_json({"valid": True, "version": policy.version_id})
+        print_json({"valid": True, "version": policy.version_id, "warnings": warnings})
     else:
+        for line in warnings:
+            err.print(f"warning: {file}: {line}", markup=False)
         out.print(f"{file}: valid (version {policy.version_id})")
 
 

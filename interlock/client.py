@@ -209,11 +209,13 @@ class RecommenderClient:
 
     @staticmethod
     def evidence(
-        source: str, ref: str, summary: str = "", observed_at: datetime | None = None
+        source: str, check: str, summary: str = "", observed_at: datetime | None = None
     ) -> EvidenceItem:
-        """One evidence item, observed now unless told otherwise."""
+        """One evidence item citing `check`, a check the policy defines for `source` (e.g.
+        ``evidence("lab-prometheus", "high_error_ratio")``), observed now unless told otherwise.
+        The query and threshold are the policy's; free-form expressions are refused."""
         return EvidenceItem(
-            source=source, ref=ref, summary=summary, observed_at=observed_at or datetime.now(UTC)
+            source=source, ref=check, summary=summary, observed_at=observed_at or datetime.now(UTC)
         )
 
     # --- transport ---------------------------------------------------------------------------

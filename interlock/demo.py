@@ -106,9 +106,8 @@ def proposal_for(alert: Alert, environment: str = "lab") -> Proposal | None:
         confidence=confidence,
         incident=alert.incident,
         evidence=[
-            RecommenderClient.evidence(
-                "lab-monitor", f"{alert.service}/health", f"{alert.name}: {alert.summary}"[:2000]
-            )
+            # A check the policy defines for the source, cited by name for the alert's service.
+            RecommenderClient.evidence("lab-monitor", "unhealthy", f"{alert.name}: {alert.summary}"[:2000])
         ],
     )
 

@@ -42,18 +42,19 @@ def example_proposal(
         "rationale": RATIONALE[action],
         "confidence": 0.82,
         "incident": incident,
-        # Both items are confirmed at their source exactly while the service is degraded
-        # (`interlock lab degrade checkout-api`); otherwise the proposal ends rejected_by_checks.
+        # Each item cites a check the policy defines for its source, about the target. Both
+        # are confirmed exactly while the service is degraded (`interlock lab degrade
+        # checkout-api`); otherwise the proposal ends rejected_by_checks.
         "evidence": [
             {
                 "source": "lab-monitor",
-                "ref": f"{service}/health",
+                "ref": "unhealthy",
                 "observed_at": observed,
                 "summary": "5xx ratio 0.34 over 10m",
             },
             {
                 "source": "lab-alertmanager",
-                "ref": f'HighErrorRate{{service="{service}"}}',
+                "ref": "high_error_rate",
                 "observed_at": observed,
                 "summary": "HighErrorRate firing",
             },

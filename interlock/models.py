@@ -145,9 +145,12 @@ class Proposal(_Strict):
 class EvidenceCheck(BaseModel):
     """One evidence item as Interlock found it at its source.
 
-    `fetched`: the source answered; `supports`: its answer shows what the item claims;
-    `ok` (confirmed): both, from an approved source, fresh enough. `observed` is what the
-    source said, trimmed for the record.
+    `fetched`: the source gave an answer that settles the item (a silenced or inhibited
+    alert does not: `suppressed`, with `suppressed_by` naming the silences and inhibiting
+    alerts); `supports`: its answer shows what the item claims; `ok` (confirmed): both, from
+    an approved source, fresh enough. `observed` is what the source said, trimmed for the
+    record and without credentials. `check` is the policy check the ref cites;
+    `settle_seconds` how long that check can take to clear after a fix.
     """
 
     source: str
@@ -160,6 +163,10 @@ class EvidenceCheck(BaseModel):
     observed: dict[str, Any] | None = None
     source_time: datetime | None = None
     attempts: int = 0
+    check: str = ""
+    suppressed: bool = False
+    suppressed_by: list[str] = Field(default_factory=list)
+    settle_seconds: float | None = None
 
 
 class EvidenceReport(BaseModel):

@@ -19,42 +19,17 @@ import yaml
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     model_validator,
 )
 
+from interlock.durations import Duration, parse_duration
 from interlock.models import SAFE_NAME, Proposal, RiskTier, Stage
+from interlock.sources import DEPLOY_CHECK, ActionSource, SourceSpec
 
-_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-# Built once: a TypeAdapter costs ~30 µs to build, and every workflow task decoding a policy
-# snapshot from history parses a dozen durations.
-_TIMEDELTA = TypeAdapter(timedelta)
-
-
-def parse_duration(value: Any) -> timedelta:
-    """'90s', '30m', '24h', '7d' or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    elif isinstance(value, str) and value.lstrip("-").startswith("P"):
-        # ISO 8601, as pydantic serialises a timedelta (policy snapshots in workflow history).
-        seconds = _TIMEDELTA.validate_python(value).total_seconds()
-    else:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 30m, 24h, 7d)")
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive, got {value!r}")
-    return timedelta(seconds=seconds)
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+__all__ = ["ActionSource", "Duration", "SourceSpec", "parse_duration"]
 
 
 def normalise_name(name: str) -> str:
@@ -71,26 +46,6 @@ class ServiceSpec(_Model):
     aliases: list[str] = Field(default_factory=list)
     environments: list[str] = Field(default_factory=lambda: ["lab"])
     dependents: list[str] = Field(default_factory=list)
-
-
-class SourceSpec(_Model):
-    """Where evidence of one kind is confirmed. `url` is the source's base URL (for example
-    a real Alertmanager's `http://alertmanager:9093`) or `lab://monitor` for the embedded lab;
-    `changes` needs none: it is Interlock's own record of the executions it ran."""
-
-    kind: Literal["http-health", "alertmanager", "prometheus", "changes"]
-    url: str = ""
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _needs_url(self) -> SourceSpec:
-        if self.kind != "changes" and not self.url:
-            raise ValueError(f"a {self.kind} source needs a url")
-        return self
-
-
-class ActionSource(_Model):
-    max_age: Duration = timedelta(minutes=30)
 
 
 class ParameterSpec(_Model):
@@ -362,9 +317,25 @@ def reference_errors(doc: Any) -> list[str]:
     for name, action in actions.items():
         action = _mapping(action)
         group(f"actions.{name}.owner", action.get("owner"))
-        for src in _mapping(action.get("evidence_sources")):
+        for src, use in _mapping(action.get("evidence_sources")).items():
             if src not in sources:
                 errors.append(f"actions.{name}.evidence_sources: unknown source {src!r}")
+                continue
+            defined = set(_mapping(_mapping(_mapping(doc.get("sources")).get(src)).get("checks")))
+            if _mapping(_mapping(doc.get("sources")).get(src)).get("kind") == "changes":
+                defined = {DEPLOY_CHECK}
+            for check in _names(_mapping(use).get("checks")):
+                if check not in defined:
+                    errors.append(
+                        f"actions.{name}.evidence_sources.{src}.checks: source {src} defines "
+                        f"no check {check!r}"
+                    )
+    for name, spec in _mapping(doc.get("sources")).items():
+        rules = _mapping(spec).get("rules_source")
+        if isinstance(rules, str):
+            rules_kind = _mapping(_mapping(doc.get("sources")).get(rules)).get("kind")
+            if rules_kind != "prometheus":
+                errors.append(f"sources.{name}.rules_source: {rules!r} is not a prometheus source")
     for name, approver in _mapping(doc.get("roster")).items():
         for g in _names(_mapping(approver).get("groups")):
             group(f"roster.{name}.groups", g)
@@ -478,6 +449,66 @@ class Policy(_Model):
                 queue.extend(self.services[dep].dependents)
         return sorted(seen)
 
+    def justifying_checks(self, action: str, source: str) -> list[str]:
+        """The checks of `source` that may justify `action` (empty if the source may not)."""
+        use = self.actions[action].evidence_sources.get(source)
+        spec = self.sources.get(source)
+        if use is None or spec is None:
+            return []
+        return list(spec.checks) if use.checks is None else list(use.checks)
+
+    def check_name(self, source: str, ref: str) -> str:
+        """The check a ref cites: the ref itself, or `deploy` for a changes source's
+        `deploy:<service>:<release>`."""
+        spec = self.sources.get(source)
+        if spec is not None and spec.kind == "changes":
+            return DEPLOY_CHECK if ref.strip().startswith(f"{DEPLOY_CHECK}:") else ref.strip()
+        return ref.strip()
+
+    def check_refusal(self, action: str, source: str, ref: str) -> str | None:
+        """Why `ref` cannot be cited from `source` for `action`, or None if it may."""
+        allowed = self.justifying_checks(action, source)
+        name = self.check_name(source, ref)
+        if name in allowed:
+            return None
+        spec = self.sources.get(source)
+        if spec is not None and spec.kind == "changes":
+            return f"{ref!r} is not a changes ref: expected 'deploy:<service>:<release>'"
+        if spec is not None and name in spec.checks:
+            return (
+                f"check {name!r} of {source} does not justify {action} "
+                f"(the policy allows: {', '.join(allowed) or 'none'})"
+            )
+        return (
+            f"{ref!r} is not a check of {source}: cite one of {', '.join(allowed) or 'none'} "
+            "by name (the policy defines each check's query and threshold; free-form "
+            "expressions are refused)"
+        )
+
+    def settle_needed(self, source: str, check: str) -> timedelta:
+        """How long `check` of `source` can take to clear after a fix (from the policy's
+        declared intervals, ranges and `for`)."""
+        spec = self.sources[source]
+        rules = self.sources.get(spec.rules_source) if spec.rules_source else None
+        return spec.settle_needed(check, rules)
+
+    def warnings(self) -> list[str]:
+        """Valid but doubtful settings, as 'path: reason' lines (`interlock policy check`)."""
+        lines = []
+        for name, action in self.actions.items():
+            if action.settle_time is None:
+                continue
+            for src in action.evidence_sources:
+                for check in self.justifying_checks(name, src):
+                    need = self.settle_needed(src, check)
+                    if need > action.settle_time:
+                        lines.append(
+                            f"actions.{name}.settle_time: {action.settle_time.total_seconds():g}s "
+                            f"is shorter than the {need.total_seconds():g}s {src}.{check} can "
+                            "take to clear; the after-change check waits the longer time"
+                        )
+        return lines
+
     def approval_timeout_for(self, action: str) -> timedelta:
         spec = self.actions[action]
         return spec.approval_timeout or self.approval_timeout
@@ -545,6 +576,8 @@ def validate_against_policy(proposal: Proposal, policy: Policy) -> list[str]:
                 f"evidence.{i}.source: {item.source!r} is not an approved source for "
                 f"{proposal.action} (approved: {', '.join(action.evidence_sources)})"
             )
+        elif why := policy.check_refusal(proposal.action, item.source, item.ref):
+            errors.append(f"evidence.{i}.ref: {why}")
     return errors
 
 

@@ -1,35 +1,33 @@
 """Evidence connectors: confirm a recommender's evidence at its source (health checks,
-Alertmanager, Prometheus, change records) instead of trusting the recommender."""
+Alertmanager, Prometheus, change records) instead of trusting the recommender. The recommender
+cites a check the policy defines; the policy says what it means."""
 
 from interlock.evidence.confirmation import Confirmation, Normalise, RecentChanges
-from interlock.evidence.connectors import LAB_MONITOR, check_items, confirm, resolve_base_url
-from interlock.evidence.refs import (
-    GRAMMAR,
-    KINDS,
-    AlertClaim,
-    ChangeClaim,
-    Claim,
-    HealthClaim,
-    QueryClaim,
-    RefError,
-    parse_ref,
+from interlock.evidence.connectors import (
+    LAB_MONITOR,
+    check_items,
+    cited_check,
+    confirm,
+    resolve_base_url,
 )
+from interlock.evidence.credentials import CredentialError, client_for, redact, tls_settings
+from interlock.evidence.refs import KINDS, ChangeClaim, RefError, parse_change
 
 __all__ = [
-    "GRAMMAR",
     "KINDS",
     "LAB_MONITOR",
-    "AlertClaim",
     "ChangeClaim",
-    "Claim",
     "Confirmation",
-    "HealthClaim",
+    "CredentialError",
     "Normalise",
-    "QueryClaim",
     "RecentChanges",
     "RefError",
     "check_items",
+    "cited_check",
+    "client_for",
     "confirm",
-    "parse_ref",
+    "parse_change",
+    "redact",
     "resolve_base_url",
+    "tls_settings",
 ]

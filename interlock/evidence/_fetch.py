@@ -1,5 +1,5 @@
-"""Asking an evidence source: a 2 s timeout per request, retries with exponential backoff,
-and trimming the answer to what an audit record should keep."""
+"""Asking an evidence source: a timeout per request, retries with exponential backoff over
+every URL of a cluster, and trimming the answer to what an audit record should keep."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import asyncio
 import email.utils
 import logging
 import re
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -75,34 +77,117 @@ async def with_retries(
     raise SourceUnavailable(f"source unreachable after {attempts} {noun}: {last}", attempts, what)
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """One source as a connector reaches it: its base URLs (several for a cluster; any that
+    answers will do), the credentials to send and the client (with its TLS settings)."""
+
+    http: httpx.AsyncClient | None
+    bases: tuple[str, ...]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    auth: httpx.Auth | None = None
+    timeout: float = REQUEST_TIMEOUT
+    service_label: str = "service"
+
+
+class CertificateError(SourceUnavailable):
+    """The source's certificate was refused: retrying will not change it."""
+
+
 async def get(
-    http: httpx.AsyncClient,
-    url: str,
+    endpoint: Endpoint,
+    path: str,
     *,
     params: list[tuple[str, str]] | None = None,
     retries: int,
     backoff: float,
     retry_server_errors: bool,
-) -> tuple[httpx.Response, int]:
-    """GET with a timeout per attempt. A 5xx is retried only where it means the source is sick;
-    for a health endpoint a 503 *is* the answer."""
+) -> tuple[httpx.Response, int, str]:
+    """GET `path` on the first base URL that answers, with a timeout per attempt.
 
-    async def attempt() -> httpx.Response:
-        try:
-            response = await http.get(url, params=params, timeout=REQUEST_TIMEOUT)
-        except httpx.TransportError as err:
-            raise Retryable(describe(err)) from err
-        if retry_server_errors and response.status_code >= 500:
-            raise Retryable(f"HTTP {response.status_code}")
-        return response
+    Each round tries every base once; returns the response, the attempts made and the URL
+    that answered. A 5xx is retried only where it means the source is sick; for a health
+    endpoint a 503 *is* the answer. A certificate error is not retried."""
+    assert endpoint.http is not None, "a source asked over HTTP needs a client"
+    rounds = max(1, retries)
+    failures: list[str] = []
+    attempts = 0
+    for n in range(1, rounds + 1):
+        for base in endpoint.bases:
+            url = base + path
+            # With one URL the reason needs no address; in a cluster it says which failed.
+            where = f"{base}: " if len(endpoint.bases) > 1 else ""
+            attempts += 1
+            try:
+                response = await endpoint.http.get(
+                    url,
+                    params=params,
+                    headers=dict(endpoint.headers),
+                    auth=endpoint.auth or httpx.USE_CLIENT_DEFAULT,
+                    timeout=endpoint.timeout,
+                )
+            except httpx.TransportError as err:
+                if (tls := _certificate_problem(err)) is not None:
+                    raise CertificateError(
+                        f"certificate error from {base}: {tls}", attempts, url
+                    ) from err
+                failures.append(where + describe(err, endpoint.timeout))
+                continue
+            if retry_server_errors and response.status_code >= 500:
+                said = error_text(response)
+                failures.append(where + f"HTTP {response.status_code}" + (f": {said}" if said else ""))
+                continue
+            return response, attempts, url
+        last = failures[-len(endpoint.bases):]
+        if n < rounds:
+            delay = backoff * 2 ** (n - 1)
+            logger.warning(
+                "evidence source %s failed attempt %d of %d (%s); retrying in %.2fs",
+                path if len(endpoint.bases) > 1 else endpoint.bases[0] + path,
+                n,
+                rounds,
+                "; ".join(last),
+                delay,
+                extra={"source_path": path, "attempt": n, "attempts": rounds},
+            )
+            await asyncio.sleep(delay)
+    last = failures[-len(endpoint.bases):]
+    noun = "attempt" if attempts == 1 else "attempts"
+    logger.warning("evidence source unreachable after %d %s: %s", attempts, noun, "; ".join(last))
+    raise SourceUnavailable(
+        f"source unreachable after {attempts} {noun}: {'; '.join(last)}",
+        attempts,
+        endpoint.bases[0] + path,
+    )
 
-    return await with_retries(url, attempt, retries=retries, backoff=backoff)
+
+def _certificate_problem(err: BaseException) -> str | None:
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause.verify_message or str(cause)
+        if isinstance(cause, ssl.SSLError):
+            return cause.reason or str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
-def describe(err: BaseException) -> str:
+def error_text(response: httpx.Response) -> str:
+    """What the source said went wrong: Alertmanager's `message` or Prometheus' `error`, or
+    the body's text, trimmed."""
+    body = json_body(response)
+    if isinstance(body, dict):
+        for key in ("error", "message", "detail"):
+            if isinstance(body.get(key), str):
+                return trim(body[key])
+    text = body if isinstance(body, str) else response.text
+    return trim(" ".join(text.split()))
+
+
+def describe(err: BaseException, timeout: float = REQUEST_TIMEOUT) -> str:
     """A short lower-case account of a transport failure, e.g. 'connection refused'."""
     if isinstance(err, httpx.TimeoutException):
-        return f"timed out after {REQUEST_TIMEOUT:g}s"
+        return f"timed out after {timeout:g}s"
     # httpx wraps the socket error a few levels down ("All connection attempts failed").
     cause: BaseException | None = err
     while cause is not None:

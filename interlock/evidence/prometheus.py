@@ -1,4 +1,5 @@
-"""The Prometheus connector (HTTP API v1): is the target's sample on the claimed side now?"""
+"""The Prometheus connector (HTTP API v1): is the target's value on the check's side of its
+threshold now? Also: is an alert rule still firing for the target (behind a silence)?"""
 
 from __future__ import annotations
 
@@ -6,30 +7,31 @@ from datetime import UTC, datetime
 from typing import Any
 
 from interlock.evidence import _fetch
-from interlock.evidence._fetch import trim
+from interlock.evidence._fetch import Endpoint, trim
 from interlock.evidence.confirmation import Confirmation, SourceCheck
-from interlock.evidence.refs import QueryClaim
+from interlock.sources import PrometheusCheck
 
 Sample = tuple[dict[str, Any], float, datetime]
 
 
-async def confirm_query(claim: QueryClaim, check: SourceCheck) -> Confirmation:
-    """Supported iff a series whose `service` label names the target has a value that
-    satisfies the claimed comparison; series for other services do not count."""
+async def confirm_query(spec: PrometheusCheck, check: SourceCheck) -> Confirmation:
+    """Supported iff a series whose service label names the target satisfies the check's
+    comparison; series for other services do not count."""
     target = check.target
-    url = f"{check.base_url}/api/v1/query"
+    query = check.render(spec.query, quote=True)
+    claimed = spec.comparison
     # No `time` parameter: the source evaluates at its own now, so the answer is current.
-    response, attempts = await _fetch.get(
-        check.http,
-        url,
-        params=[("query", claim.query)],
+    response, attempts, url = await _fetch.get(
+        check.endpoint,
+        "/api/v1/query",
+        params=[("query", query)],
         retries=check.retries,
         backoff=check.backoff,
         retry_server_errors=True,
     )
     body = _fetch.json_body(response)
     info = body if isinstance(body, dict) else {}
-    observed: dict[str, Any] = {"url": url, "query": claim.query}
+    observed: dict[str, Any] = {"url": url, "query": query, "comparison": claimed}
 
     def answer(supports: bool, reason: str, at: datetime | None = None) -> Confirmation:
         return Confirmation(
@@ -43,8 +45,10 @@ async def confirm_query(claim: QueryClaim, check: SourceCheck) -> Confirmation:
 
     if response.status_code != 200 or info.get("status") != "success":
         observed["answer"] = trim(body)
-        error = info.get("error") or f"HTTP {response.status_code}"
-        return answer(False, f"prometheus refused the query {claim.query!r}: {error}")
+        error = _fetch.error_text(response) or f"HTTP {response.status_code}"
+        return answer(
+            False, f"prometheus refused the query {query!r} (HTTP {response.status_code}): {error}"
+        )
     data = info["data"] if isinstance(info.get("data"), dict) else {}
     if data.get("resultType") != "vector":
         return answer(
@@ -52,21 +56,50 @@ async def confirm_query(claim: QueryClaim, check: SourceCheck) -> Confirmation:
         )
 
     samples = [s for raw in data.get("result") or [] if (s := _sample(raw)) is not None]
-    mine = [s for s in samples if check.canonical(s[0].get("service")) == target]
+    mine = [s for s in samples if check.service_of(s[0]) == target]
     # The target's series first, so trimming never drops the ones the decision rests on.
     shown = mine + [s for s in samples if s not in mine]
     observed["samples"] = trim([{"metric": labels, "value": value} for labels, value, _ in shown])
-    claimed = f"{claim.op} {claim.threshold:g}"
+    label = check.endpoint.service_label
     if not mine:
-        others = sorted({str(s[0].get("service", "<no service label>")) for s in samples})
+        others = sorted({str(s[0].get(label, f"<no {label} label>")) for s in samples})
         elsewhere = f" (series for {', '.join(others)})" if others else ""
-        return answer(False, f"{claim.query} returned no series for {target}{elsewhere}")
-    holding = [s for s in mine if claim.holds(s[1])]
+        return answer(False, f"{query} returned no series for {target}{elsewhere}")
+    holding = [s for s in mine if spec.holds(s[1])]
     if holding:
         _, value, at = holding[0]
-        return answer(True, f"{claim.query} is {value:g} for {target}, {claimed} as claimed", at)
+        return answer(True, f"{query} is {value:g} for {target}, {claimed}", at)
     values = ", ".join(f"{v:g}" for _, v, _ in mine)
-    return answer(False, f"{claim.query} is {values} for {target}, not {claimed}", mine[0][2])
+    return answer(False, f"{query} is {values} for {target}, not {claimed}", mine[0][2])
+
+
+async def rule_state(
+    endpoint: Endpoint, alertname: str, target: str, check: SourceCheck
+) -> tuple[str | None, dict[str, Any], int]:
+    """The state ('firing', 'pending' or None) of Prometheus' own alert `alertname` for the
+    target, from GET /api/v1/alerts; raises SourceUnavailable if no URL answers."""
+    response, attempts, url = await _fetch.get(
+        endpoint, "/api/v1/alerts", retries=check.retries, backoff=check.backoff, retry_server_errors=True
+    )
+    body = _fetch.json_body(response)
+    observed: dict[str, Any] = {"url": url, "alertname": alertname}
+    info = body if isinstance(body, dict) else {}
+    if response.status_code != 200 or info.get("status") != "success":
+        observed["error"] = _fetch.error_text(response) or f"HTTP {response.status_code}"
+        return "unknown", observed, attempts
+    alerts = (info.get("data") or {}).get("alerts") or []
+    states = [
+        a.get("state")
+        for a in alerts
+        if isinstance(a, dict)
+        and isinstance(a.get("labels"), dict)
+        and a["labels"].get("alertname") == alertname
+        and check.canonical(a["labels"].get(endpoint.service_label)) == target
+    ]
+    observed["states"] = states
+    if "firing" in states:
+        return "firing", observed, attempts
+    return ("pending" if "pending" in states else None), observed, attempts
 
 
 def _sample(raw: Any) -> Sample | None:

@@ -1,4 +1,5 @@
-"""The lab monitor: Alertmanager- and Prometheus-shaped HTTP APIs over the lab services.
+"""The lab monitor: Alertmanager- and Prometheus-shaped HTTP APIs over the lab services,
+and a text-format ``/metrics`` a real Prometheus can scrape.
 
 Evidence connectors call it exactly as they would call a real Alertmanager (API v2)
 or Prometheus (HTTP API v1). Run as ``python -m interlock.lab.monitor --root ROOT``.
@@ -193,6 +194,30 @@ class Monitor:
         return result
 
 
+def exposition(probes: list[Probe]) -> str:
+    """The lab's services in Prometheus' text format (0.0.4). `up` is Prometheus' own name
+    for a scrape's health, so a service's is `lab_service_up`."""
+
+    def label(value: str) -> str:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    lines = [
+        "# HELP error_ratio Share of the service's recent requests that failed.",
+        "# TYPE error_ratio gauge",
+    ]
+    lines += [
+        f'error_ratio{{service="{label(p.name)}"}} {float(p.stats["error_ratio"]):g}'
+        for p in probes
+        if p.up and "error_ratio" in p.stats
+    ]
+    lines += [
+        "# HELP lab_service_up Whether the service answered the monitor (1) or not (0).",
+        "# TYPE lab_service_up gauge",
+    ]
+    lines += [f'lab_service_up{{service="{label(p.name)}"}} {int(p.up)}' for p in probes]
+    return "\n".join(lines) + "\n"
+
+
 def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "interlock-lab-monitor/1"
@@ -218,6 +243,11 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 "/api/v2/alerts": self._alerts,
                 "/api/v1/query": self._query,
                 "/-/healthy": lambda _: self._send(200, b"OK\n", "text/plain"),
+                "/metrics": lambda _: self._send(
+                    200,
+                    exposition(monitor.probe()).encode(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
             }
             if url.path in routes:
                 routes[url.path](params)

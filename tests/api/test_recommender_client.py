@@ -85,7 +85,7 @@ def built_proposal(recommender: str = "triage-bot") -> Proposal:
         rationale="checkout-api 5xx at 34% since 10:02; a restart cleared the same leak before.",
         confidence=0.8,
         incident="INC-2001",
-        evidence=[RecommenderClient.evidence("lab-monitor", "checkout-api/health", "5xx ratio 0.34")],
+        evidence=[RecommenderClient.evidence("lab-monitor", "unhealthy", "5xx ratio 0.34")],
     )
 
 

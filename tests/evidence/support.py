@@ -14,7 +14,10 @@ from typing import Any
 
 import httpx
 
-from interlock.evidence import Confirmation, confirm
+from interlock.evidence import Confirmation, check_items
+from interlock.models import EvidenceItem
+from interlock.policy import load_policy
+from interlock.sources import SourceSpec
 
 # A stand-in for the policy's alias -> canonical mapping (the lead passes canonical_service).
 ALIASES = {
@@ -32,26 +35,54 @@ def normalise(name: str) -> str | None:
     return ALIASES.get(name.strip().lower())
 
 
+# The default policy's lab source of each kind: the tests ask them about their checks.
+LAB_SOURCE = {
+    "http-health": "lab-monitor",
+    "alertmanager": "lab-alertmanager",
+    "prometheus": "lab-prometheus",
+    "changes": "interlock-changes",
+}
+
+
+def lab_source(kind: str, base_url: str = "", **changes: Any) -> SourceSpec:
+    """The default policy's lab source of `kind`, pointed at `base_url`, with `changes`."""
+    raw = load_policy(None).sources[LAB_SOURCE[kind]].model_dump(by_alias=True, exclude_none=True)
+    raw["url"] = base_url if kind != "changes" else ""
+    raw.update(changes)
+    for check in raw.get("checks", {}).values():
+        check.pop("type", None)
+    return SourceSpec.model_validate(raw)
+
+
 async def claim(
     http: httpx.AsyncClient,
     kind: str,
     base_url: str,
     ref: str,
     target: str = "checkout-api",
+    *,
+    spec: SourceSpec | None = None,
+    sources: dict[str, SourceSpec] | None = None,
     **kw: Any,
 ) -> Confirmation:
+    """Ask one source (the lab's of `kind` at `base_url`, or `spec`) about `ref`, as the
+    checks activity does: through check_items, with its credentials and redaction."""
     kw.setdefault("backoff", 0.05)
-    return await confirm(
-        kind,
-        base_url,
-        ref,
+    name = LAB_SOURCE[kind]
+    now = kw.pop("now", datetime.now(UTC))
+    item = EvidenceItem(source=name, ref=ref, observed_at=now)
+    catalog = {name: spec or lab_source(kind, base_url), **(sources or {})}
+    [result] = await check_items(
+        [item],
+        sources=catalog,
         target_service=target,
         normalise=normalise,
-        http=http,
+        http_for=lambda _: http,
         max_age=kw.pop("max_age", timedelta(minutes=30)),
-        now=kw.pop("now", datetime.now(UTC)),
+        now=now,
         **kw,
     )
+    return result
 
 
 def free_port() -> int:

@@ -20,11 +20,7 @@ from tests.evidence.support import (
     free_port,
 )
 
-REFS = {
-    "http-health": "checkout-api/health",
-    "alertmanager": 'HighErrorRate{service="checkout-api"}',
-    "prometheus": 'error_ratio{service="checkout-api"} > 0.05',
-}
+REFS = {"http-health": "unhealthy", "alertmanager": "high_error_rate", "prometheus": "high_error_ratio"}
 
 
 @pytest.fixture
@@ -72,7 +68,7 @@ async def test_a_source_down_for_good_confirms_nothing(http: httpx.AsyncClient, 
 async def test_every_request_times_out(http: httpx.AsyncClient, silent_port: int) -> None:
     began = time.monotonic()
     base = f"http://127.0.0.1:{silent_port}"
-    result = await claim(http, "alertmanager", base, "HighErrorRate", retries=1)
+    result = await claim(http, "alertmanager", base, "high_error_rate", retries=1)
     elapsed = time.monotonic() - began
     assert not result.fetched and not result.supports
     assert result.reason == "source unreachable after 1 attempt: timed out after 2s"
@@ -94,7 +90,8 @@ async def test_a_failing_api_is_retried_then_refused(http: httpx.AsyncClient, ki
     finally:
         server.close()
     assert not result.fetched and not result.supports
-    assert result.reason == "source unreachable after 2 attempts: HTTP 503"
+    # What the source said is shown, not only its status code.
+    assert result.reason == "source unreachable after 2 attempts: HTTP 503: overloaded"
 
 
 async def test_a_failing_health_check_is_an_answer_not_an_outage(http: httpx.AsyncClient) -> None:
@@ -103,7 +100,7 @@ async def test_a_failing_health_check_is_an_answer_not_an_outage(http: httpx.Asy
     server.serve_now()
     try:
         base = f"http://127.0.0.1:{server.port}"
-        result = await claim(http, "http-health", base, "checkout/health")
+        result = await claim(http, "http-health", base, "unhealthy", target="checkout")
     finally:
         server.close()
     assert result.fetched and result.supports and result.attempts == 1

@@ -8,6 +8,7 @@ cover the same activity inside a workflow.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,14 +29,15 @@ from interlock.proposals import ProposalInvalid, parse_proposal
 from interlock.settings import Settings
 from tests.evidence.support import LateServer, StartOnFirstFailure, free_port
 
-ALERT = 'HighErrorRate{service="checkout-api"}'
+ALERT = "high_error_rate"
+HEALTH = "unhealthy"
 
 
 def settings_for(lab: Lab, tmp_path: Path, **sources: dict[str, Any]) -> Settings:
     """The default policy, with some sources pointed elsewhere."""
     policy = yaml.safe_load(default_policy_text())
     for name, spec in sources.items():
-        policy["sources"][name] = spec
+        policy["sources"][name] = {**policy["sources"][name], **spec}
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(policy))
     return Settings(home=tmp_path / "home", lab_root=lab.root, policy_file=path)
@@ -95,7 +97,7 @@ async def test_a_healthy_service_is_rejected_with_what_the_sources_said(settings
 
     assert not found.ok
     assert found.reasons == [
-        "lab-monitor checkout-api/health: checkout-api is healthy (HTTP 200, status 'ok')",
+        "lab-monitor unhealthy: checkout-api is healthy (HTTP 200, status 'ok')",
         f"lab-alertmanager {ALERT}: no active alert HighErrorRate for checkout-api",
     ]
     assert all(i.fetched and not i.supports for i in found.evidence.items)  # type: ignore[union-attr]
@@ -103,11 +105,11 @@ async def test_a_healthy_service_is_rejected_with_what_the_sources_said(settings
 
 async def test_an_alert_for_another_service_does_not_count(settings: Settings, healthy_lab: Lab) -> None:
     healthy_lab.degrade("inventory-api")
-    found = await check(settings, proposal(settings, [("lab-alertmanager", "HighErrorRate")]))
+    found = await check(settings, proposal(settings, [("lab-alertmanager", ALERT)]))
 
     assert not found.ok
     assert found.reasons == [
-        "lab-alertmanager HighErrorRate: no active alert HighErrorRate for checkout-api "
+        "lab-alertmanager high_error_rate: no active alert HighErrorRate for checkout-api "
         "(active for inventory-api)"
     ]
 
@@ -116,7 +118,7 @@ async def test_aliases_are_normalised_through_the_catalog(settings: Settings, he
     healthy_lab.degrade("checkout-api")
     p = proposal(
         settings,
-        [("lab-alertmanager", 'HighErrorRate{service="CHECKOUT API"}'), ("lab-monitor", "checkout/health")],
+        [("lab-alertmanager", ALERT), ("lab-monitor", HEALTH)],
         service="checkout-prod",
     )
     found = await check(settings, p)
@@ -128,36 +130,43 @@ async def test_aliases_are_normalised_through_the_catalog(settings: Settings, he
 
 
 async def test_unknown_names_are_refused_not_guessed(settings: Settings, healthy_lab: Lab) -> None:
-    healthy_lab.degrade("checkout-api")
-    found = await check(
-        settings, proposal(settings, [("lab-alertmanager", 'HighErrorRate{service="chekout"}')])
-    )
-    assert not found.ok
-    assert found.reasons == [
-        'lab-alertmanager HighErrorRate{service="chekout"}: '
-        "the ref names 'chekout', which is not a catalogued service"
-    ]
-    assert not found.evidence.items[0].fetched  # type: ignore[union-attr]
-
     with pytest.raises(ProposalInvalid, match="'chekout' is not a service in the catalog"):
         proposal(settings, service="chekout")
 
 
 @pytest.mark.parametrize(
-    ("ref", "ok"),
+    ("ref", "why"),
     [
-        ('error_ratio{service="checkout-api"} > 0.05', True),
-        ('error_ratio{service="checkout-api"} < 0.05', False),
-        ('error_ratio{service="checkout-api"} > 0.5', False),
+        ('error_ratio{service="checkout-api"} >= 0', "is not a check of lab-prometheus"),
+        ("up > 0.5", "is not a check of lab-prometheus"),
     ],
 )
-async def test_prometheus_value_on_the_claimed_side(
-    settings: Settings, healthy_lab: Lab, ref: str, ok: bool
+async def test_a_free_form_expression_is_refused_at_intake(
+    settings: Settings, ref: str, why: str
+) -> None:
+    # A tautology is "confirmed" on a healthy service: only the policy's checks are cited.
+    with pytest.raises(ProposalInvalid, match=re.escape(why)):
+        proposal(settings, [("lab-prometheus", ref)])
+
+
+@pytest.mark.parametrize(
+    ("threshold", "ok"),
+    [({"above": 0.05}, True), ({"below": 0.05}, False), ({"above": 0.5}, False)],
+)
+async def test_prometheus_value_on_the_policys_side(
+    healthy_lab: Lab, tmp_path: Path, threshold: dict[str, float], ok: bool
 ) -> None:
     healthy_lab.degrade("checkout-api")
-    found = await check(settings, proposal(settings, [("lab-prometheus", ref)]))
+    check_spec = {"query": 'error_ratio{service="$service"}', **threshold}
+    settings = settings_for(
+        healthy_lab,
+        tmp_path,
+        **{"lab-prometheus": {"checks": {"high_error_ratio": check_spec, "service_down": check_spec}}},
+    )
+    found = await check(settings, proposal(settings, [("lab-prometheus", "high_error_ratio")]))
     item = found.evidence.items[0]  # type: ignore[union-attr]
     assert item.fetched and item.ok is ok and found.ok is ok, item.reason
+    assert item.check == "high_error_ratio"
     assert item.reason.startswith('error_ratio{service="checkout-api"} is 0.34 for checkout-api')
 
 
@@ -179,7 +188,7 @@ async def test_a_source_that_comes_up_is_retried(healthy_lab: Lab, tmp_path: Pat
     server = LateServer(free_port(), make_handler(Monitor(healthy_lab.root)))
     url = f"http://127.0.0.1:{server.port}"
     settings = settings_for(
-        healthy_lab, tmp_path, **{"lab-alertmanager": {"kind": "alertmanager", "url": url}}
+        healthy_lab, tmp_path, **{"lab-alertmanager": {"url": url}}
     )
     starter = StartOnFirstFailure(server, delay=0.3)
     logger = logging.getLogger("interlock.evidence")
@@ -199,7 +208,7 @@ async def test_a_source_down_for_good_is_unconfirmed(healthy_lab: Lab, tmp_path:
     healthy_lab.degrade("checkout-api")
     url = f"http://127.0.0.1:{free_port()}"
     settings = settings_for(
-        healthy_lab, tmp_path, **{"lab-alertmanager": {"kind": "alertmanager", "url": url}}
+        healthy_lab, tmp_path, **{"lab-alertmanager": {"url": url}}
     )
     began = time.monotonic()
     found = await check(settings, proposal(settings))
@@ -255,7 +264,7 @@ async def test_a_persistent_fault_survives_a_restart_of_the_service(
     settings: Settings, healthy_lab: Lab
 ) -> None:
     healthy_lab.degrade("checkout-api", persistent=True)
-    p = proposal(settings, [("lab-alertmanager", ALERT), ("lab-monitor", "checkout-api/health")])
+    p = proposal(settings, [("lab-alertmanager", ALERT), ("lab-monitor", HEALTH)])
     before = await check(settings, p)
     alert, health = before.evidence.items  # type: ignore[union-attr]
     assert alert.ok and not health.supports, (alert.reason, health.reason)

@@ -21,7 +21,7 @@ from tests.conftest import cli_env
 from tests.support import approve, final, make_proposal, new_id, propose, scored, submit_only, visible
 from worker.main import build_worker
 
-ALERT = 'HighErrorRate{service="checkout-api"}'
+ALERT = "high_error_rate"
 # Short enough that the preview outlasts it, so approval always comes after it.
 MAX_AGE_SECONDS = 10
 SETTLE_SECONDS = 3
@@ -70,7 +70,7 @@ async def test_unconfirmed_evidence_is_rejected_by_checks_and_asks_no_one(
 
     assert state.status is ProposalStatus.REJECTED_BY_CHECKS
     assert state.reasons == [
-        "lab-monitor checkout-api/health: checkout-api is healthy (HTTP 200, status 'ok')",
+        "lab-monitor unhealthy: checkout-api is healthy (HTTP 200, status 'ok')",
         f"lab-alertmanager {ALERT}: no active alert HighErrorRate for checkout-api",
     ]
     assert state.preview is None and state.decisions == [] and state.risk is None
@@ -88,7 +88,7 @@ async def test_unconfirmed_evidence_is_rejected_by_checks_and_asks_no_one(
     out, err = await asyncio.wait_for(cli.communicate(), 60)
     assert cli.returncode == 0, err.decode()
     shown = out.decode()
-    assert "- unconfirmed: lab-monitor `checkout-api/health`" in shown
+    assert "- unconfirmed: lab-monitor `unhealthy`" in shown
     assert "source said: checkout-api is healthy (HTTP 200, status 'ok')" in shown
     assert "source said: no active alert HighErrorRate for checkout-api" in shown
 
@@ -110,7 +110,7 @@ async def test_condition_cleared_between_approval_and_execution_runs_nothing(
 
     assert done.status is ProposalStatus.REJECTED_BY_CHECKS
     assert done.reasons == [
-        "condition cleared: lab-monitor checkout-api/health: checkout-api is healthy (HTTP 200, status 'ok')",
+        "condition cleared: lab-monitor unhealthy: checkout-api is healthy (HTTP 200, status 'ok')",
         f"condition cleared: lab-alertmanager {ALERT}: no active alert HighErrorRate for checkout-api",
     ]
     assert done.execution is None
