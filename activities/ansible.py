@@ -25,6 +25,7 @@ import yaml
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from interlock.contracts import Activity
 from interlock.models import SAFE_NAME, PlaybookResult, PlaybookRun, Stage, TaskResult
 from interlock.policy import ActionSpec, load_policy
 from interlock.settings import Settings
@@ -162,7 +163,7 @@ class PlaybookRunner:
             "interlock_direction": "rollback" if rollback else "forward",
         }
 
-    @activity.defn(name="run_playbook")
+    @activity.defn(name=Activity.RUN_PLAYBOOK)
     async def run_playbook(self, run: PlaybookRun) -> PlaybookResult:
         policy = load_policy(self.settings.effective_policy_file)
         action = policy.actions.get(run.action)

@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 from interlock.audit import open_store
 from interlock.audit.events import AuditBatch, AuditEventIn, EventKind
 from interlock.audit.store import AuditStore, EventIdConflict
+from interlock.contracts import Activity
 from interlock.settings import Settings
 from interlock.tracing import current_trace_id
 
@@ -66,12 +67,12 @@ class AuditRecorder:
                 return event.model_copy(update={"trace_id": trace_id})
         return event
 
-    @activity.defn(name="record_audit_event")
+    @activity.defn(name=Activity.RECORD_AUDIT_EVENT)
     async def record_event(self, event: AuditEventIn) -> None:
         # The database client blocks; keep it off the worker's event loop.
         await asyncio.to_thread(self._append, [self._traced(event)])
 
-    @activity.defn(name="record_audit_events")
+    @activity.defn(name=Activity.RECORD_AUDIT_EVENTS)
     async def record_events(self, batch: AuditBatch) -> None:
         """Events the workflow recorded back to back, written in one transaction: all or none."""
         await asyncio.to_thread(self._append, [self._traced(e) for e in batch.events])

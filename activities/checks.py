@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.records import ExecutionRecords, RecordsUnavailable, VisibilityCache
+from interlock.contracts import Activity
 from interlock.evidence import check_items, client_for, tls_settings
 from interlock.governance import Assessment, Governance
 from interlock.models import (
@@ -80,7 +81,7 @@ class ProposalChecks:
             return None
         return ExecutionRecords(self.client, activity.info().task_queue, self._visibility)
 
-    @activity.defn(name="check_proposal")
+    @activity.defn(name=Activity.CHECK_PROPOSAL)
     async def check_proposal(self, proposal: Proposal) -> Assessment:
         policy = self.policy()
         errors = validate_against_policy(proposal, policy)
@@ -165,7 +166,7 @@ class ProposalChecks:
             update={"recent_changes": changes, "track_record": track, "track_record_error": error}
         )
 
-    @activity.defn(name="recheck_evidence")
+    @activity.defn(name=Activity.RECHECK_EVIDENCE)
     async def recheck_evidence(self, inp: EvidenceRecheck) -> EvidenceReport:
         """Ask the sources again, now. With a settle time, keep asking until no item is
         supported any more (the condition cleared) or the settle time has passed."""

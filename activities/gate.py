@@ -11,6 +11,7 @@ import httpx
 from temporalio import activity
 
 from activities.ansible import playbooks_digest
+from interlock.contracts import Activity
 from interlock.models import Notification, PrecheckInput, PrecheckResult
 from interlock.pauses import PauseStore, database_url
 from interlock.policy import load_policy
@@ -36,7 +37,7 @@ class GateActivities:
             self._pauses.close()
             self._pauses = None
 
-    @activity.defn(name="precheck_execution")
+    @activity.defn(name=Activity.PRECHECK_EXECUTION)
     async def precheck(self, inp: PrecheckInput) -> PrecheckResult:
         """Just before a playbook runs: the plan on disk, freezes and pauses, as they are now."""
         # Files and the pause store block: off the worker's event loop, which runs workflows too.
@@ -55,7 +56,7 @@ class GateActivities:
             pauses=pauses,
         )
 
-    @activity.defn(name="notify")
+    @activity.defn(name=Activity.NOTIFY)
     async def notify(self, note: Notification) -> None:
         """Deliver a notification; failures are retried by Temporal and never block a decision."""
         policy = load_policy(self.settings.effective_policy_file)

@@ -6,14 +6,17 @@ tested in milliseconds; the workflow and its Update validators only call them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from interlock.governance import AUTO_APPROVER, Governance
+from interlock.governance import AUTO_APPROVER, Assessment, Governance
 from interlock.models import (
     DecisionInput,
     DecisionKind,
     DecisionRecord,
+    EvidenceReport,
+    Pause,
     Proposal,
+    ProposalStatus,
     RiskTier,
 )
 from interlock.signing import TokenRefused, verify
@@ -207,3 +210,50 @@ def headline(action: str, service: str, environment: str, recommender: str, tier
     """One line naming a proposal in notifications (recommender text never appears in it)."""
     risk = f", {tier.value} risk" if tier else ""
     return f"{action} on {service} ({environment}{risk}) from {recommender}"
+
+
+def expire_after(gov: Governance, tier: RiskTier, approval_timeout_seconds: float | None) -> timedelta:
+    """T2: the action's own approval timeout, else the tier's. A timeout never approves."""
+    if approval_timeout_seconds:
+        return timedelta(seconds=approval_timeout_seconds)
+    return gov.rules[tier].expire_after
+
+
+def escalation_group(gov: Governance, tier: RiskTier) -> str:
+    """Who is told at T1: the tier's escalation group, else the service's owners."""
+    return gov.rules[tier].escalation_group or gov.owner_group
+
+
+def active_pauses(pauses: list[Pause], action: str, recommender: str, service: str) -> list[Pause]:
+    return [p for p in pauses if p.scope.covers(action, recommender, service)]
+
+
+def decision_window_refusal(
+    kind: DecisionKind, status: ProposalStatus | None, cancelling: bool
+) -> str | None:
+    """Decisions are taken only while the proposal waits for one (a rejection also while paused)."""
+    paused_reject = kind is DecisionKind.REJECT and status is ProposalStatus.PAUSED
+    if status is None or (status is not ProposalStatus.AWAITING_APPROVAL and not paused_reject):
+        return f"proposal is {status.value if status else 'starting'}, not awaiting_approval"
+    if cancelling:
+        return "proposal is being cancelled"
+    return None
+
+
+def duplicate_refusal(owner_key: str | None, duplicate: Assessment) -> str | None:
+    """A duplicate is attached only when it is a proposal for the owner's problem (its dedup key)."""
+    if duplicate.security_violation:
+        return "duplicate refused: security violation"
+    if owner_key is None or duplicate.dedup_key != owner_key:
+        return "duplicate refused: not the same problem (dedup key)"
+    return None
+
+
+def not_cleared(report: EvidenceReport, settle_seconds: float) -> list[str]:
+    """After a successful run: each item that still holds, or could not be re-read, in words."""
+    return [
+        f"not resolved within {settle_seconds:g}s: {i.source} {i.ref}: "
+        + (i.reason if i.fetched else f"could not re-read: {i.reason}")
+        for i in report.items
+        if i.supports or not i.fetched
+    ]

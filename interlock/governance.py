@@ -16,6 +16,7 @@ from interlock.models import (
     EvidenceReport,
     Pause,
     PlaybookResult,
+    Proposal,
     ProposalState,
     RemediationInput,
     RiskTier,
@@ -131,6 +132,26 @@ class Assessment(BaseModel):
     history_event_limit: int | None = None
     # The policy's dedup key for this proposal: a duplicate is attached only when its key is the same.
     dedup_key: str | None = None
+
+
+def risk_input_of(assessment: Assessment, proposal: Proposal) -> RiskInput:
+    """The facts risk is scored from: gathered by the checks, or (histories recorded before the
+    checks gathered them) rebuilt from the assessment's older fields."""
+    if assessment.risk_input is not None:
+        return assessment.risk_input
+    assert assessment.service is not None
+    evidence = assessment.evidence
+    return RiskInput(
+        action=proposal.action,
+        base_risk=assessment.base_risk,
+        environment=proposal.target.environment,
+        environment_risk=assessment.environment_risk,
+        service=assessment.service.canonical,
+        dependents=assessment.service.dependents,
+        confidence=proposal.confidence,
+        evidence_total=len(evidence.items) if evidence else 0,
+        evidence_confirmed=evidence.confirmed if evidence else 0,
+    )
 
 
 class GovernanceCheck(BaseModel):

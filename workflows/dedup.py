@@ -11,11 +11,11 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from interlock.dedup import CLAIM_WORKFLOW
+    from interlock.contracts import Workflow
     from interlock.models import DedupClaim
 
 
-@workflow.defn(name=CLAIM_WORKFLOW)
+@workflow.defn(name=Workflow.DEDUP_CLAIM)
 class DedupClaimWorkflow:
     @workflow.run
     async def run(self, claim: DedupClaim) -> None:
