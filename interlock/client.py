@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -185,7 +186,7 @@ class RecommenderClient:
         environment: str,
         rationale: str,
         confidence: float,
-        evidence: list[EvidenceItem | dict[str, Any]],
+        evidence: Sequence[EvidenceItem | dict[str, Any]],
         parameters: dict[str, str] | None = None,
         incident: str | None = None,
     ) -> Proposal:

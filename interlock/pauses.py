@@ -9,14 +9,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from interlock.models import Pause, PauseScope
 from interlock.settings import Settings
 
+PAUSE_TABLE = "pauses"
+
 
 class PauseRow(SQLModel, table=True):
-    __tablename__ = "pauses"
+    __tablename__ = PAUSE_TABLE
 
     id: int | None = Field(default=None, primary_key=True)
     scope_all: bool = False
@@ -55,7 +57,7 @@ def database_url(settings: Settings) -> str:
 class PauseStore:
     def __init__(self, url: str):
         self.engine: Engine = create_engine(url)
-        SQLModel.metadata.create_all(self.engine, tables=[PauseRow.__table__])  # type: ignore[list-item]
+        SQLModel.metadata.create_all(self.engine, tables=[SQLModel.metadata.tables[PAUSE_TABLE]])
 
     def close(self) -> None:
         self.engine.dispose()
@@ -81,9 +83,9 @@ class PauseStore:
         with Session(self.engine) as session:
             rows = [
                 r
-                for r in session.exec(select(PauseRow).where(PauseRow.resumed_at.is_(None)))
+                for r in session.exec(select(PauseRow).where(col(PauseRow.resumed_at).is_(None)))
                 if r.to_pause().scope == scope
-            ]  # type: ignore[union-attr]
+            ]
             for row in rows:
                 # A pause is ended, never deleted: the record of who stopped what stays.
                 row.resumed_at = datetime.now(UTC)
@@ -94,5 +96,5 @@ class PauseStore:
 
     def active(self) -> list[Pause]:
         with Session(self.engine) as session:
-            rows = session.exec(select(PauseRow).where(PauseRow.resumed_at.is_(None)))  # type: ignore[union-attr]
+            rows = session.exec(select(PauseRow).where(col(PauseRow.resumed_at).is_(None)))
             return [r.to_pause() for r in rows]

@@ -236,7 +236,7 @@ class Dedup(_Model):
     enabled: bool = True
     window: Duration = timedelta(hours=24)
     key: Annotated[list[DedupField], Field(min_length=1)] = Field(
-        default_factory=lambda: ["action", "service", "environment", "incident"]
+        default_factory=lambda: list[DedupField](["action", "service", "environment", "incident"])
     )
 
     @model_validator(mode="after")

@@ -65,7 +65,7 @@ def _as_utc(value: datetime) -> datetime:
 
 
 class RecommenderToken(SQLModel, table=True):
-    __tablename__ = "recommender_tokens"  # type: ignore[assignment]
+    __tablename__ = "recommender_tokens"
 
     id: str = Field(primary_key=True)
     recommender: str = Field(index=True)

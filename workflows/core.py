@@ -196,7 +196,7 @@ class WorkflowCore:
             heartbeat_timeout=heartbeat_timeout,
             retry_policy=retry_policy,
         )
-        return await self._shielded(handle)  # type: ignore[return-value]
+        return await self._shielded(handle)
 
     async def _shielded(self, aw: Awaitable[T]) -> T:
         task = asyncio.ensure_future(aw)
@@ -299,7 +299,7 @@ class WorkflowCore:
         p = self.state.proposal
         service = self.state.service.canonical if self.state.service else p.target.service
         return gate.headline(
-            p.action, service, p.target.environment, p.recommender, self.state.risk and self.tier
+            p.action, service, p.target.environment, p.recommender, self.tier if self.state.risk else None
         )
 
     def _notify(self, kind: str, text: str, group: str | None = None) -> None:

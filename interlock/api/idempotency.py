@@ -15,7 +15,7 @@ MAX_KEY_LENGTH = 255
 
 
 class IntakeAnswer(SQLModel, table=True):
-    __tablename__ = "intake_idempotency"  # type: ignore[assignment]
+    __tablename__ = "intake_idempotency"
 
     recommender: str = Field(primary_key=True)
     key: str = Field(primary_key=True)

@@ -8,7 +8,7 @@ import email.utils
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -98,7 +98,7 @@ async def get(
     endpoint: Endpoint,
     path: str,
     *,
-    params: list[tuple[str, str]] | None = None,
+    params: Sequence[tuple[str, str]] | None = None,
     retries: int,
     backoff: float,
     retry_server_errors: bool,
@@ -121,7 +121,7 @@ async def get(
             try:
                 response = await endpoint.http.get(
                     url,
-                    params=params,
+                    params=tuple(params) if params else None,
                     headers=dict(endpoint.headers),
                     auth=endpoint.auth or httpx.USE_CLIENT_DEFAULT,
                     timeout=endpoint.timeout,

@@ -234,7 +234,8 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(payload)
 
         def _base_url(self) -> str:
-            return f"http://127.0.0.1:{self.server.server_address[1]}"
+            assert isinstance(self.server, LabHTTPServer)
+            return f"http://127.0.0.1:{self.server.server_port}"
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
