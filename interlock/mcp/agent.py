@@ -84,7 +84,9 @@ class McpRecommenderClient:
             self._client = self._portal.call(self._session_cm.__aenter__)
         except Exception as exc:
             self._portal_cm.__exit__(None, None, None)
-            raise IntakeUnavailable(0, f"cannot reach the MCP endpoint {self.url}: {exc}") from exc
+            raise IntakeUnavailable(
+                0, f"cannot open an MCP session on {self.url} (is the intake up, the token valid?): {exc!r}"
+            ) from exc
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -37,7 +37,7 @@ from interlock.mcp.tools import (
 from interlock.mcp.views import MyProposals, ProposalDetail, ProposeResult, WaitResult
 from interlock.models import Channel, ProposalState
 from interlock.policy import format_validation_errors
-from interlock.proposals import ProposalNotFound, get_state
+from interlock.proposals import ProposalNotFound, get_state, parse_proposal
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,23 @@ class InterlockMcp:
         self.intake.check_rate(recommender)
         response = await self.intake.submit(recommender, body, None, Channel.MCP)
         answer = SubmitAnswer.model_validate_json(bytes(response.body))
+        if violations := self._scope_violations(body):
+            # The intake takes such a proposal and its checks refuse it with a security event in
+            # the audit trail; an agent hears it now, naming what is outside its scope.
+            raise ApiError(
+                403,
+                f"outside this recommender's scope: proposal {answer.proposal_id} is refused by its "
+                "checks (rejected_by_checks) and recorded as a security event",
+                violations,
+            )
         return ProposeResult.of(answer, replayed=response.headers.get("Idempotent-Replayed") == "true")
+
+    def _scope_violations(self, body: bytes) -> list[str]:
+        policy = self.intake.policy()
+        proposal = parse_proposal(body, policy)  # the intake just accepted it
+        return policy.scope_violations(
+            proposal, policy.canonical_service(proposal.target.service) or proposal.target.service
+        )
 
     async def detail(self, recommender: str, proposal_id: str) -> ProposalDetail:
         # read_proposal decides whether this recommender may see it (and answers 404 / 403).
