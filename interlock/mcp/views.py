@@ -82,8 +82,13 @@ class Outcome(BaseModel):
             execution=StageResult.of(state.execution),
             verification=StageResult.of(state.verification),
             rollback=StageResult.of(state.rollback),
-            evidence_cleared=state.evidence_after.ok if state.evidence_after else None,
+            evidence_cleared=_cleared(state.evidence_after) if state.evidence_after else None,
         )
+
+
+def _cleared(report: EvidenceReport) -> bool:
+    # As the workflow decides it: every source answered, and none still shows the condition.
+    return all(i.fetched and not i.supports for i in report.items)
 
 
 class ProposalDetail(BaseModel):

@@ -6,6 +6,7 @@ degraded lab, so proposals are checked at their sources and wait for a person.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,5 +30,7 @@ async def mcp_worker_api(
     settings: Settings, worker: str, tmp_path: Path, alerting_lab: Lab
 ) -> AsyncIterator[RunningApi]:
     write_scoped_policy(settings, tmp_path / "home")
+    # The roster's keys, so `interlock approve --as alice` signs its approval.
+    shutil.copytree(settings.keys_dir, tmp_path / "home" / "keys")
     async with running_api(intake_settings(settings, tmp_path / "home", worker)) as running:
         yield running
