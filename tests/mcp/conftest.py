@@ -34,3 +34,7 @@ async def mcp_worker_api(
     shutil.copytree(settings.keys_dir, tmp_path / "home" / "keys")
     async with running_api(intake_settings(settings, tmp_path / "home", worker)) as running:
         yield running
+
+
+# The audit store on SQLite and on the real PostgreSQL, as the audit tests have it.
+from tests.audit.conftest import backend, head_file, pg_schema, store  # noqa: E402, F401
