@@ -73,15 +73,16 @@ class McpRecommenderClient:
         self._token = token
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
-        self._session_cm: Any = None
+        self._session: AbstractContextManager[Client] | None = None
         self._client: Client | None = None
 
     def __enter__(self) -> McpRecommenderClient:
         self._portal_cm = start_blocking_portal()
         self._portal = self._portal_cm.__enter__()
+        # Entered and left in one task of the portal's loop, as anyio's cancel scopes require.
+        self._session = self._portal.wrap_async_context_manager(connect_http(self.url, self._token))
         try:
-            self._session_cm = connect_http(self.url, self._token)
-            self._client = self._portal.call(self._session_cm.__aenter__)
+            self._client = self._session.__enter__()
         except Exception as exc:
             self._portal_cm.__exit__(None, None, None)
             raise IntakeUnavailable(
@@ -90,9 +91,9 @@ class McpRecommenderClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._portal is not None and self._portal_cm is not None
+        assert self._portal_cm is not None and self._session is not None
         try:
-            self._portal.call(self._session_cm.__aexit__, None, None, None)
+            self._session.__exit__(None, None, None)
         finally:
             self._portal_cm.__exit__(None, None, None)
 

@@ -19,6 +19,13 @@ from tests.mcp.support import write_scoped_policy
 
 
 @pytest_asyncio.fixture
+async def api(settings: Settings, task_queue: str, tmp_path: Path) -> AsyncIterator[RunningApi]:
+    """The intake under the default policy (no scopes), as the demo runs against it."""
+    async with running_api(intake_settings(settings, tmp_path / "home", task_queue)) as running:
+        yield running
+
+
+@pytest_asyncio.fixture
 async def mcp_api(settings: Settings, task_queue: str, tmp_path: Path) -> AsyncIterator[RunningApi]:
     write_scoped_policy(settings, tmp_path / "home")
     async with running_api(intake_settings(settings, tmp_path / "home", task_queue)) as running:
