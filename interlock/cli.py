@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from interlock.dedup import DedupUnsettled
-from interlock.models import DecisionInput, ProposalState
+from interlock.models import Channel, DecisionInput, ProposalState
 from interlock.policy import PolicyError, load_policy
 from interlock.proposals import (
     DecisionRefused,
@@ -59,6 +59,9 @@ def _mount_optional() -> None:
     app.add_typer(tokens_app, name="tokens", help="Recommender tokens for the HTTP intake.")
     app.command(name="api")(api_command)
     app.command(name="demo")(demo_command)
+    from interlock.mcp.command import mcp_command
+
+    app.command(name="mcp")(mcp_command)
     from interlock.config_cli import config_app
 
     app.add_typer(config_app, name="config")
@@ -209,7 +212,7 @@ def propose(
         policy = load_policy(s.effective_policy_file)
         proposal = parse_proposal(text, policy)
         client = await connect(s)
-        sub = await submit(client, proposal, s.task_queue, policy)
+        sub = await submit(client, proposal, s.task_queue, policy, channel=Channel.CLI)
         # A duplicate has no workflow of its own: what happens next is the open proposal's.
         followed = sub.duplicate_of or sub.proposal_id
         result: dict[str, Any] = {

@@ -24,6 +24,9 @@ from interlock.models import EvidenceItem, Proposal, ProposalStatus, Target
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {429, 502, 503, 504}
+# The intake records proposals sent with this User-Agent as coming through the SDK (channel `sdk`).
+# It is the client's word, so it labels the channel for metrics and decides nothing.
+SDK_USER_AGENT = "interlock-sdk/1"
 WaitUntil = Literal["settled", "final"]
 
 
@@ -105,7 +108,7 @@ class RecommenderClient:
     ):
         self._http = httpx.Client(
             base_url=url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}", "User-Agent": SDK_USER_AGENT},
             timeout=timeout,
             transport=transport,
         )

@@ -1,9 +1,10 @@
 """`interlock demo`: a demo recommender that turns the lab's alerts into proposals.
 
 It watches the lab monitor's Alertmanager API (`/api/v2/alerts`), proposes the matching
-remediation through the HTTP intake with its own token, once per alert (the proposal id is
-derived from the alert, so a restarted demo gets the same answers), and follows each proposal
-until it is final. It holds no Temporal credentials: it can only propose.
+remediation through the HTTP intake (or, with `--mcp`, through its MCP endpoint) with its own
+token, once per alert (the proposal id is derived from the alert, so a restarted demo gets the
+same answers), and follows each proposal until it is final. It holds no Temporal credentials: it
+can only propose.
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import httpx
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from interlock.client import IdempotencyConflict, IntakeError, RecommenderClient
+from interlock.client import IdempotencyConflict, IntakeError, RecommenderClient, SubmitResult
 from interlock.models import Proposal, ProposalStatus
 from interlock.settings import Settings
 from interlock.tokens import TokenStore, intake_db_path
+
+if TYPE_CHECKING:
+    from interlock.mcp.agent import McpRecommenderClient
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +145,17 @@ def monitor_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{lab.config['monitor_port']}"
 
 
+class Recommender(Protocol):
+    """What the demo needs of its channel: the SDK client, or the MCP client."""
+
+    def propose(self, proposal: Proposal) -> SubmitResult: ...
+
+    def get(self, proposal_id: str) -> dict[str, Any]: ...
+
+
 @dataclass
 class DemoRecommender:
-    sdk: RecommenderClient
+    sdk: Recommender
     alerts_url: str
     proposed: dict[str, str] = field(default_factory=dict)  # alert firing -> proposal to follow
     last_status: dict[str, str] = field(default_factory=dict)
@@ -232,6 +244,9 @@ def demo_command(
     ] = None,
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between polls.")] = 5.0,
     once: Annotated[bool, typer.Option("--once", help="Poll once, propose, and exit.")] = False,
+    mcp: Annotated[
+        bool, typer.Option("--mcp", help="Act through the intake's MCP endpoint (/mcp), as an agent would.")
+    ] = False,
 ) -> None:
     """A demo recommender: proposes remediations for the lab's alerts through the intake API."""
     from interlock.api import ApiSettings
@@ -245,10 +260,18 @@ def demo_command(
     try:
         alerts_url = f"{monitor_url(settings)}/api/v2/alerts"
         intake = (url or f"http://{api.host}:{api.port}").rstrip("/")
-        sdk = RecommenderClient(intake, token or demo_token(settings), max_attempts=3)
-        demo = DemoRecommender(sdk, alerts_url)
-        out.print(f"{RECOMMENDER} watching {alerts_url}, proposing to {intake}")
-        with sdk:
+        secret = token or demo_token(settings)
+        channel: RecommenderClient | McpRecommenderClient
+        if mcp:
+            from interlock.mcp.agent import McpRecommenderClient
+
+            channel = McpRecommenderClient(intake, secret)
+        else:
+            channel = RecommenderClient(intake, secret, max_attempts=3)
+        via = " through MCP" if mcp else ""
+        out.print(f"{RECOMMENDER} watching {alerts_url}, proposing to {intake}{via}")
+        with channel as sdk:
+            demo = DemoRecommender(sdk, alerts_url)
             while True:
                 demo.poll()
                 if once:
@@ -256,7 +279,8 @@ def demo_command(
                         raise typer.Exit(1)
                     return
                 time.sleep(interval)
-    except DemoError as exc:
+    except (DemoError, IntakeError) as exc:
+        # IntakeError: the MCP endpoint cannot be reached (the SDK client retries each call instead).
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

@@ -431,9 +431,20 @@ class CancelRequest(BaseModel):
     run_id: str
 
 
+class Channel(StrEnum):
+    """How a proposal reached Interlock; recorded in the audit trail and its metrics."""
+
+    HTTP = "http"
+    SDK = "sdk"
+    MCP = "mcp"
+    CLI = "cli"
+
+
 class RemediationInput(BaseModel):
     proposal: Proposal
     submitted_at: datetime
+    # None in histories from before the channel was recorded, so they still replay.
+    channel: Channel | None = None
     # False only where the server has no Interlock search attributes (the time-skipping
     # test server); everywhere else status and tier are kept filterable in the UI.
     search_attributes: bool = True

@@ -24,6 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from interlock import search
 from interlock.dedup import claim_or_attach
 from interlock.models import (
+    Channel,
     DecisionInput,
     DecisionResult,
     Proposal,
@@ -93,11 +94,13 @@ async def submit(
     policy: Policy,
     *,
     search_attributes: bool = True,
+    channel: Channel | None = None,
 ) -> Submission:
     """Start the proposal's workflow, return the existing one for the same proposal_id, or
     attach the proposal to an open one for the same problem (policy `dedup`).
 
     The workflow id is the proposal id, so a resubmission can never start a second execution.
+    `channel` (http, sdk, mcp, cli) is how the proposal arrived, for the audit trail.
     """
     digest = body_digest(proposal)
     service = policy.canonical_service(proposal.target.service) or proposal.target.service
@@ -122,6 +125,7 @@ async def submit(
                 proposal=proposal,
                 submitted_at=datetime.now(UTC),
                 search_attributes=search_attributes,
+                channel=channel,
             ),
             id=proposal.proposal_id,
             task_queue=task_queue,

@@ -113,7 +113,11 @@ class RemediationWorkflow(ExecutionStages, DecisionHandlers):
         await self._audit(
             EventKind.SUBMITTED,
             actor=proposal.recommender,
-            data={"proposal": proposal.model_dump(mode="json"), "policy": assessment.policy_version},
+            data={
+                "proposal": proposal.model_dump(mode="json"),
+                "policy": assessment.policy_version,
+                "channel": inp.channel,
+            },
             later=True,
         )
         if inp.continued is not None:

@@ -1,4 +1,5 @@
-"""The HTTP intake's FastAPI app: recommenders submit and read proposals; nobody decides here.
+"""The HTTP intake's FastAPI app: recommenders submit and read proposals (also through MCP at
+`/mcp`); nobody decides here.
 
 There is deliberately no route that approves, rejects or pauses: a recommender's token must
 never be able to move its own proposal past the approval gate.
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
+from starlette.routing import Route
 
 from interlock.api import reading
 from interlock.api.connection import ClientFactory
@@ -24,8 +26,9 @@ from interlock.api.intake import Intake
 from interlock.api.responses import Health, ProposalList, ProposalView, SubmitAnswer
 from interlock.api.settings import ApiSettings
 from interlock.api.tracing import TracingMiddleware
+from interlock.client import SDK_USER_AGENT
 from interlock.examples import example_proposal
-from interlock.models import Proposal, ProposalStatus
+from interlock.models import Channel, Proposal, ProposalStatus
 from interlock.settings import Settings
 
 _bearer = HTTPBearer(
@@ -109,7 +112,13 @@ async def submit_proposal(
     intake.check_declared_size(request)
     intake.check_rate(recommender)
     body = await intake.read_body(request)
-    return await intake.submit(recommender, body, idempotency_key)
+    return await intake.submit(recommender, body, idempotency_key, _channel(request))
+
+
+def _channel(request: Request) -> Channel:
+    # The SDK names itself in its User-Agent: a label for the audit trail, not a credential.
+    agent = request.headers.get("user-agent", "")
+    return Channel.SDK if agent.split("/")[0] == SDK_USER_AGENT.split("/")[0] else Channel.HTTP
 
 
 async def read_proposal(proposal_id: str, intake: IntakeDep, recommender: Recommender) -> ProposalView:
@@ -200,11 +209,17 @@ def create_app(
 ) -> FastAPI:
     """The intake app; `client_factory` defaults to a lazy connection retried after failures."""
     api_settings = api_settings or ApiSettings()
+    # Here, not at the top: the MCP SDK takes a good part of a second to import, and every
+    # `interlock` command imports this module.
+    from interlock.mcp.http import MCP_PATH, McpEndpoint
+
     intake = Intake(settings, api_settings, client_factory)
+    mcp = McpEndpoint(intake)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with mcp.running():
+            yield
         intake.engine.dispose()
 
     app = FastAPI(
@@ -224,6 +239,8 @@ def create_app(
         TracingMiddleware, tracer=trace.get_tracer("interlock.api", tracer_provider=tracer_provider)
     )
     _add_routes(app)
+    # MCP for AI agents: the same tokens, the same submit path, and no decision either.
+    app.router.routes.append(Route(MCP_PATH, endpoint=mcp.app, include_in_schema=False))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -27,7 +27,7 @@ from interlock.api.ratelimit import FailureWindow, RateLimiter
 from interlock.api.responses import SubmitAnswer
 from interlock.api.settings import ApiSettings
 from interlock.dedup import DedupUnsettled
-from interlock.models import ProposalStatus
+from interlock.models import Channel, ProposalStatus
 from interlock.policy import Policy, PolicyError, load_policy
 from interlock.proposals import (
     ProposalConflict,
@@ -167,9 +167,16 @@ class Intake:
                 headers={"Retry-After": RateLimiter.retry_after_header(wait)},
             )
 
-    async def submit(self, recommender: str, body: bytes, idempotency_key: str | None) -> JSONResponse:
+    async def submit(
+        self,
+        recommender: str,
+        body: bytes,
+        idempotency_key: str | None,
+        channel: Channel = Channel.HTTP,
+    ) -> JSONResponse:
         span = trace.get_current_span()
         span.set_attribute("interlock.recommender", recommender)
+        span.set_attribute("interlock.channel", channel.value)
         if idempotency_key is not None and not _valid_key(idempotency_key):
             raise ApiError(
                 422,
@@ -212,7 +219,9 @@ class Intake:
 
         client = await self.client()
         try:
-            submission = await submit(client, proposal, self.settings.task_queue, policy)
+            submission = await submit(
+                client, proposal, self.settings.task_queue, policy, channel=channel
+            )
             if submission.duplicate_of is not None:
                 status = await self._status_of(client, submission.duplicate_of)
             elif submission.created:

@@ -38,12 +38,16 @@ from interlock.audit.store import TABLE, AuditStoreError, one_line
 if TYPE_CHECKING:
     from interlock.audit.store import AuditStore
 
-GroupBy = Literal["recommender", "model", "action"]
+GroupBy = Literal["recommender", "model", "action", "channel"]
 GROUP_COLUMNS: dict[str, str] = {
     "recommender": "recommender",
     "model": "model_version",
     "action": "action",
+    "channel": "channel",
 }
+# Groups that are no column: the submitted event's data says how the proposal arrived
+# (http, sdk, mcp, cli); events from before it was recorded count as "unknown".
+_DATA_GROUPS = frozenset({"channel"})
 
 
 class epoch(FunctionElement[float]):
@@ -120,6 +124,12 @@ def _kind(*kinds: EventKind) -> ColumnElement[bool]:
     return TABLE.c.kind == values[0] if len(values) == 1 else TABLE.c.kind.in_(values)
 
 
+def _group_value(group: str) -> ColumnElement[Any]:
+    if group in _DATA_GROUPS:
+        return func.coalesce(json_text(TABLE.c.data, group), literal_column("'unknown'"))
+    return TABLE.c[group]
+
+
 def _per_proposal(group: str | None, cutoff: datetime | None) -> Any:
     """One row per submitted proposal: when it was submitted, ended and first decided by a person.
 
@@ -128,7 +138,7 @@ def _per_proposal(group: str | None, cutoff: datetime | None) -> Any:
     """
     e = TABLE.c
     submitted, final = _kind(EventKind.SUBMITTED), _kind(EventKind.FINAL)
-    grp = func.min(e[group]).filter(submitted) if group else null()
+    grp = func.min(_group_value(group)).filter(submitted) if group else null()
     lifecycle = (
         select(
             e.proposal_id,
@@ -290,7 +300,8 @@ def _exceptions_query(group: str | None, cutoff: datetime | None) -> Select[Any]
     where = [_kind(EventKind.SECURITY, EventKind.DECISION_REFUSED, EventKind.AUDIT_EXCEPTION)]
     if cutoff is not None:
         where.append(e.at >= cutoff)
-    if group is None:
+    if group is None or group in _DATA_GROUPS:
+        # Exception events carry no channel: they belong to no group.
         return select(null().label("grp"), func.count().label("n")).where(*where)
     return select(e[group].label("grp"), func.count().label("n")).where(*where).group_by(e[group])
 
@@ -357,7 +368,8 @@ def compute_metrics(
     extra_exceptions: int = 0,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The approval process's metrics, overall and (with `by`) per recommender, model or action.
+    """The approval process's metrics, overall and (with `by`) per recommender, model, action or
+    channel.
 
     `since` keeps the proposals submitted in that window (and exception events in it).
     `extra_exceptions` adds problems found elsewhere (reconcile, verify) to the audit exceptions;
