@@ -77,7 +77,7 @@ def replayer(*, sandboxed: bool = True) -> Replayer:
 
     runner: WorkflowRunner
     if sandboxed:
-        from worker.main import workflow_runner
+        from interlock.sandbox import workflow_runner
 
         runner = workflow_runner()
     else:
@@ -190,7 +190,7 @@ def _process_context(sandboxed: bool) -> multiprocessing.context.BaseContext:
         # from it ready to replay. Two histories in a pool of two took 1.2 s the first time,
         # 0.35 s once the fork server ran; with spawn, 3.5 s every time.
         modules = ["interlock.audit.history", "workflows.remediation"]
-        context.set_forkserver_preload([*modules, "worker.main"] if sandboxed else modules)
+        context.set_forkserver_preload([*modules, "interlock.sandbox"] if sandboxed else modules)
         return context
     return multiprocessing.get_context("spawn")
 
