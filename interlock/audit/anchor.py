@@ -34,6 +34,7 @@ from interlock.audit.checkpoint import Checkpoint
 
 # The same table in the audit store (migration 0002) and in a PostgreSQL anchor. Two checkpoints
 # may name one seq with different hashes (the chain was rewritten between them): both are kept.
+# A retry writing the same checkpoint again is a no-op.
 CHECKPOINTS = Table(
     "audit_checkpoints",
     SQLModel.metadata,
@@ -44,7 +45,7 @@ CHECKPOINTS = Table(
     Column("at", String(32), nullable=False),
     Column("key_id", String(16), nullable=False),
     Column("signature", String(128), nullable=False),
-    PrimaryKeyConstraint("seq", "hash", name="pk_audit_checkpoints"),
+    PrimaryKeyConstraint("seq", "hash", "key_id", name="pk_audit_checkpoints"),
 )
 CHECKPOINT_FILE = "checkpoints.jsonl"
 

@@ -255,6 +255,19 @@ class AnchorJudge:
                     if self._genuine(cp):
                         if end + explained >= cp.seq:
                             return  # a deletion with renumbering, already reported
+                        place = self.lookup(cp.event_id)
+                        if place is not None and place[0] < cp.seq:
+                            self.problems.append(
+                                _problem(
+                                    ProblemKind.RENUMBERED,
+                                    place[0],
+                                    cp.event_id,
+                                    f"{_cp_name(cp)} is now row {place[0]}: {cp.seq - place[0]} row(s) "
+                                    "before it were deleted and the rows after renumbered and re-chained",
+                                    cp,
+                                )
+                            )
+                            return
                         ends = "the table is empty" if end == 0 else f"the table ends at row {end}"
                         first = end + 1
                         span = f"row {first} is" if first == cp.seq else f"rows {first}-{cp.seq} are"

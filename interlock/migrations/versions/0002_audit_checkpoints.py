@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("signature", sa.String(128), nullable=False),
         # Two checkpoints may name one row with different hashes (the chain was rewritten between
         # them): both are kept, that is the evidence.
-        sa.PrimaryKeyConstraint("seq", "hash", name="pk_audit_checkpoints"),
+        sa.PrimaryKeyConstraint("seq", "hash", "key_id", name="pk_audit_checkpoints"),
     )
 
 
