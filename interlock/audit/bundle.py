@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from interlock.audit.bundle_check import CHECKPOINTS_FILE, PUBLIC_KEY_FILE, check_bundle, checkpoint_lines
 from interlock.audit.chain import chain_hash
 from interlock.audit.history import check_signatures, history_json, read_history, replay
 from interlock.audit.store import canonical_row
@@ -35,6 +36,8 @@ the Temporal server or the audit database.
 | policy.yaml | the policy (version {policy_included}); the proposal was assessed under {policy_applied} |
 | signatures.json | each signed decision token, re-verified against that policy's roster |
 | verification.json | the whole chain's verify result, the events' recomputed hashes, the replay result |
+| checkpoints.jsonl | the worker's signed checkpoints of these events' rows (and of the chain's head) |
+| audit-public-key.pub | the public key(s) the checkpoints were checked with (Ed25519, base64) |
 | MANIFEST.json | sha256 and size of every file above, and the summary of the checks |
 
 ## How to check
@@ -54,6 +57,14 @@ the Temporal server or the audit database.
    (exit 0: the workflow code makes the same decisions as the recorded history).
 4. Signatures: signatures.json lists each token with `valid` and why; re-check one with the
    public keys in policy.yaml (Ed25519 over the token's first part).
+5. Checkpoints, offline, with only the audit public key (get it from the operator, not from here):
+
+       interlock audit verify --bundle . --public-key KEY_OR_FILE
+
+   checks every event's hash, every checkpoint's signature (Ed25519 over its `signed` text, with
+   the key whose sha256[:16] is `key_id`), and that each event is vouched for: a checkpoint names
+   it, or a later event it is linked to row by row. A checkpoint is the worker's signature of the
+   chain up to that row, so a row edited, deleted or renumbered since no longer matches it.
 
 Summary: {summary}
 """
@@ -92,6 +103,10 @@ async def write_bundle(
     (out / "signatures.json").write_text(json.dumps(signatures, indent=2) + "\n")
 
     chain = store.verify()
+    seqs = {row.seq for row in rows} | ({chain.anchored_seq} if chain.anchored_seq else set())
+    (out / CHECKPOINTS_FILE).write_text(checkpoint_lines(store.checkpoints_of(seqs)))
+    (out / PUBLIC_KEY_FILE).write_text("".join(k + "\n" for k in store.trusted.texts()))
+    anchored = check_bundle(out, store.trusted)
     replay_error = await replay(history)
     verification = {
         "chain": chain.model_dump(mode="json"),
@@ -101,6 +116,7 @@ async def write_bundle(
         "policy_version_applied": applied,
         "policy_version_included": policy.version_id,
         "policy_matches": applied == policy.version_id,
+        "checkpoints": anchored.model_dump(mode="json"),
     }
     (out / "verification.json").write_text(json.dumps(verification, indent=2) + "\n")
 
@@ -111,6 +127,7 @@ async def write_bundle(
         "signatures": len(signatures),
         "signatures_valid": sum(1 for s in signatures if s.get("valid")),
         "policy_matches": applied == policy.version_id,
+        "events_anchored": anchored.ok,
     }
     readme = README.format(
         proposal_id=proposal_id,
@@ -127,6 +144,8 @@ async def write_bundle(
         "policy.yaml",
         "signatures.json",
         "verification.json",
+        CHECKPOINTS_FILE,
+        PUBLIC_KEY_FILE,
         "README.md",
     ]
     files = {n: {"sha256": _sha256(out / n), "bytes": (out / n).stat().st_size} for n in names}

@@ -128,6 +128,10 @@ class TrustedKeys:
     def ids(self) -> list[str]:
         return sorted(self._by_id)
 
+    def texts(self) -> list[str]:
+        """Each key as base64 of its raw bytes (the .pub form), ordered by key id."""
+        return [public_key_text(self._by_id[i]) for i in self.ids]
+
     @classmethod
     def parse(cls, spec: str) -> TrustedKeys:
         """Comma-separated keys, each base64 text or the path of a .pub or .pem file."""

@@ -48,7 +48,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 @contextmanager
-def opened_store() -> Iterator[AuditStore]:
+def opened_store(public_key: str | None = None) -> Iterator[AuditStore]:
     from interlock.audit.store import AuditStoreError
 
     try:
@@ -57,7 +57,7 @@ def opened_store() -> Iterator[AuditStore]:
         problems = [f"{e['loc'][0] if e['loc'] else '?'}: {e['msg']}" for e in exc.errors()]
         fail("invalid setting: " + "; ".join(problems), 2)
     try:
-        store = open_store(settings)
+        store = open_store(settings, public_key=public_key)
     except AuditStoreError as exc:
         fail(str(exc))
     try:
@@ -68,26 +68,84 @@ def opened_store() -> Iterator[AuditStore]:
         store.close()
 
 
+PublicKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--public-key",
+        help="The audit public key to check checkpoints with: base64, or a .pub/.pem file "
+        "(default: INTERLOCK_AUDIT_PUBLIC_KEY, else the signing key's .pub).",
+    ),
+]
+
+
 @audit_app.command()
-def verify(json_out: JsonFlag = False) -> None:
-    """Recompute the hash chain; exit 1 and list each edited, missing or moved row if broken."""
-    with opened_store() as store:
+def verify(
+    json_out: JsonFlag = False,
+    public_key: PublicKeyOption = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="Check an export bundle offline instead of the store."),
+    ] = None,
+) -> None:
+    """Recompute the hash chain and check it against the signed checkpoints in the anchor.
+
+    Exit 1 and list each edited, missing, moved or re-chained row (and the checkpoint it
+    disagrees with) if broken. With --bundle, check an export bundle without any server.
+    """
+    if bundle is not None:
+        _verify_bundle(bundle, public_key, json_out)
+        return
+    with opened_store(public_key) as store:
         report = store.verify()
     if json_out:
         print_json(report.model_dump(mode="json"))
     elif report.ok:
         out.print(
             f"audit chain intact: {report.events} events, last row {report.head_seq}, "
-            f"checked at {report.rate_per_s:,.0f} events/s"
+            f"checked at {report.rate_per_s:,.0f} events/s",
+            markup=False,
         )
+        if report.checkpoints:
+            tail = f", {report.unanchored_rows} newer row(s) not yet" if report.unanchored_rows else ""
+            out.print(
+                f"signed checkpoints ({report.anchor}): {report.checkpoints}, the newest vouches for "
+                f"row {report.anchored_seq}{tail}",
+                markup=False,
+            )
     else:
         table = Table(title=f"audit chain broken: {len(report.problems)} problem(s)")
-        for column in ("row", "event", "problem", "detail"):
+        for column in ("row", "event", "problem", "checkpoint", "detail"):
             table.add_column(column, overflow="fold")
         for p in report.problems:
-            table.add_row(str(p.seq or ""), p.event_id or "", p.kind.value, p.detail)
+            checkpoint = f"row {p.checkpoint_seq}, {p.checkpoint_at}" if p.checkpoint_seq else ""
+            table.add_row(str(p.seq or ""), p.event_id or "", p.kind.value, checkpoint, p.detail)
         out.print(table)
     if not report.ok:
+        raise typer.Exit(1)
+
+
+def _verify_bundle(folder: Path, public_key: str | None, json_out: bool) -> None:
+    from interlock.audit.bundle_check import BundleInvalid, check_bundle
+    from interlock.audit.checkpoint import CheckpointKeyError, TrustedKeys
+
+    try:
+        trusted = TrustedKeys.parse(public_key) if public_key else None
+        result = check_bundle(folder, trusted)
+    except (BundleInvalid, CheckpointKeyError) as exc:
+        fail(str(exc), 2)
+    if json_out:
+        print_json(result.model_dump(mode="json"))
+    else:
+        verdict = "intact" if result.ok else "BROKEN"
+        out.print(
+            f"bundle {verdict}: {result.events} event(s), {result.events_anchored} vouched for by "
+            f"{result.checkpoints_valid} valid checkpoint(s) of {result.checkpoints}; keys "
+            f"{', '.join(result.key_ids) or 'none'} ({result.key_source})",
+            markup=False,
+        )
+        for problem in result.problems:
+            out.print(f"  {problem}", markup=False)
+    if not result.ok:
         raise typer.Exit(1)
 
 

@@ -413,6 +413,22 @@ class AuditStore:
             raise AuditStoreError(f"cannot read the audit store: {one_line(exc)}") from exc
         return Checkpoint.model_validate(dict(row._mapping)) if row is not None else None
 
+    def checkpoints_of(self, seqs: set[int]) -> list[Checkpoint]:
+        """Every checkpoint of these rows, from the anchor and the store's own copies, in seq order."""
+        found = {(c.seq, c.hash, c.key_id): c for c in self.stored_checkpoints(seqs)}
+        if self.anchor is not None:
+            try:
+                for entry in self.anchor.read(seqs):
+                    if isinstance(entry, dict):
+                        try:
+                            c = Checkpoint.model_validate(entry)
+                        except ValueError:
+                            continue  # verify reports it; a bundle carries only readable ones
+                        found.setdefault((c.seq, c.hash, c.key_id), c)
+            except AnchorError as exc:
+                raise AuditStoreError(str(exc)) from exc
+        return [found[k] for k in sorted(found)]
+
     def stored_checkpoints(self, seqs: set[int] | None = None) -> list[Checkpoint]:
         """The store's own copies of the signed checkpoints (of these rows), in seq order."""
         query = select(CHECKPOINTS).order_by(CHECKPOINTS.c.seq)
