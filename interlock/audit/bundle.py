@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interlock.audit.bundle_check import CHECKPOINTS_FILE, PUBLIC_KEY_FILE, check_bundle, checkpoint_lines
+from interlock.audit.bundle_check import (
+    CHECKPOINTS_FILE,
+    PUBLIC_KEY_FILE,
+    BundleCheck,
+    check_bundle,
+    checkpoint_lines,
+)
 from interlock.audit.chain import chain_hash
 from interlock.audit.history import check_signatures, history_json, read_history, replay
 from interlock.audit.store import canonical_row
@@ -21,7 +27,7 @@ from interlock.policy import default_policy_text, parse_policy
 if TYPE_CHECKING:
     from temporalio.client import WorkflowHistory
 
-    from interlock.audit.store import AuditStore
+    from interlock.audit.store import AuditEvent, AuditStore, VerifyReport
     from interlock.settings import Settings
 
 README = """# Audit bundle of proposal {proposal_id}
@@ -74,14 +80,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-async def write_bundle(
-    settings: Settings, store: AuditStore, proposal_id: str, history: WorkflowHistory, out: Path
-) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    facts = read_history(history)
-    rows = store.timeline(proposal_id)
-
+def write_audit_files(
+    store: AuditStore, rows: list[AuditEvent], chain: VerifyReport, out: Path
+) -> tuple[bool, BundleCheck]:
+    """events.jsonl, checkpoints.jsonl and the public key; (every hash recomputes, the offline check)."""
     events_ok = True
     with open(out / "events.jsonl", "w") as handle:
         for row in rows:
@@ -90,6 +92,22 @@ async def write_bundle(
             events_ok &= ok
             record = row.model_dump(mode="json")
             handle.write(json.dumps({**record, "canonical": canonical, "hash_ok": ok}) + "\n")
+    # The checkpoints of the proposal's own rows, and the newest one: the chain's head at export.
+    seqs = {row.seq for row in rows} | ({chain.anchored_seq} if chain.anchored_seq else set())
+    (out / CHECKPOINTS_FILE).write_text(checkpoint_lines(store.checkpoints_of(seqs)))
+    (out / PUBLIC_KEY_FILE).write_text("".join(k + "\n" for k in store.trusted.texts()))
+    return events_ok, check_bundle(out, store.trusted)
+
+
+async def write_bundle(
+    settings: Settings, store: AuditStore, proposal_id: str, history: WorkflowHistory, out: Path
+) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    facts = read_history(history)
+    rows = store.timeline(proposal_id)
+    chain = store.verify()
+    events_ok, anchored = write_audit_files(store, rows, chain, out)
 
     (out / "history.json").write_text(history_json(history))
 
@@ -102,11 +120,6 @@ async def write_bundle(
     signatures = check_signatures(facts, policy)
     (out / "signatures.json").write_text(json.dumps(signatures, indent=2) + "\n")
 
-    chain = store.verify()
-    seqs = {row.seq for row in rows} | ({chain.anchored_seq} if chain.anchored_seq else set())
-    (out / CHECKPOINTS_FILE).write_text(checkpoint_lines(store.checkpoints_of(seqs)))
-    (out / PUBLIC_KEY_FILE).write_text("".join(k + "\n" for k in store.trusted.texts()))
-    anchored = check_bundle(out, store.trusted)
     replay_error = await replay(history)
     verification = {
         "chain": chain.model_dump(mode="json"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,8 @@ from interlock.signing import load_private_key, public_key_text
 
 # Signed with the message, so a checkpoint signature can never pass for any other Interlock signature.
 CHECKPOINT_TYPE = "interlock.audit.checkpoint/1"
+# A key given inline: base64 of 32 bytes. Anything else names a file.
+_RAW_KEY = re.compile(r"^[A-Za-z0-9+/]{43}=$")
 
 
 class Checkpoint(BaseModel):
@@ -140,7 +143,7 @@ class TrustedKeys:
             if not part:
                 continue
             path = Path(part).expanduser()
-            if "/" in part or part.endswith((".pub", ".pem")):
+            if not _RAW_KEY.match(part):
                 try:
                     text = path.read_text()
                 except OSError as exc:
