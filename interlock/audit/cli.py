@@ -432,12 +432,19 @@ def reconcile(
     """Compare the audit store with every history still on the server; record each difference.
 
     Each difference (an event the history shows recorded but the store lacks, a row that differs,
-    a row the history never asked for) is recorded once as an `audit_exception` event, which the
-    `audit exceptions` metric counts. Exit 1 when there is any.
+    a row the history never asked for, a terminated run, a run closed without a `final` event, a
+    store proposal that never ended and has no workflow left on the server) is recorded once as an
+    `audit_exception` event, which the `audit exceptions` metric counts. Exit 1 when there is any.
     """
-    from temporalio.service import RPCError
+    from temporalio.service import RPCError, RPCStatusCode
 
-    from interlock.audit.history import all_histories, compare, read_history, record_exceptions
+    from interlock.audit.history import (
+        all_histories,
+        compare,
+        histories_gone,
+        read_history,
+        record_exceptions,
+    )
 
     try:
         window = parse_duration(since) if since is not None else None
@@ -449,9 +456,16 @@ def reconcile(
         from interlock.temporal import connect
 
         client = await connect(settings)
-        if workflow_ids:
-            return [await client.get_workflow_handle(w).fetch_history() for w in workflow_ids]
-        return await all_histories(client, window)
+        if not workflow_ids:
+            return await all_histories(client, window)
+        found = []
+        for w in workflow_ids:
+            try:
+                found.append(await client.get_workflow_handle(w).fetch_history())
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+        return found
 
     try:
         histories = _run(fetch())
@@ -459,8 +473,13 @@ def reconcile(
         fail(f"cannot fetch a history: {exc.message}")
     with opened_store() as store:
         diffs = []
+        have: set[str] = set()
         for history in histories:
-            diffs += compare(read_history(history), store)
+            facts = read_history(history)
+            have |= {history.workflow_id, facts.proposal_id or history.workflow_id}
+            diffs += compare(facts, store)
+        gone, purged = histories_gone(store, have, window, workflow_ids or None)
+        diffs += gone
         new = record_exceptions(store, diffs)
     if json_out:
         print_json(
@@ -468,6 +487,7 @@ def reconcile(
                 "histories": len(histories),
                 "differences": [d.as_json() for d in diffs],
                 "newly_recorded": new,
+                "histories_gone_after_final": purged,
             }
         )
     elif diffs:
