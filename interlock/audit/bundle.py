@@ -94,7 +94,9 @@ def write_audit_files(
             handle.write(json.dumps({**record, "canonical": canonical, "hash_ok": ok}) + "\n")
     # The checkpoints of the proposal's own rows, and the newest one: the chain's head at export.
     seqs = {row.seq for row in rows} | ({chain.anchored_seq} if chain.anchored_seq else set())
-    (out / CHECKPOINTS_FILE).write_text(checkpoint_lines(store.checkpoints_of(seqs)))
+    # Only those the exporter's trusted keys verify: another key's are not its to vouch for.
+    vouched = [c for c in store.checkpoints_of(seqs) if store.trusted.refusal(c) is None]
+    (out / CHECKPOINTS_FILE).write_text(checkpoint_lines(vouched))
     (out / PUBLIC_KEY_FILE).write_text("".join(k + "\n" for k in store.trusted.texts()))
     return events_ok, check_bundle(out, store.trusted)
 
