@@ -9,8 +9,10 @@ checkpoint that agrees with the table, forged or not, cannot hide a genuine one 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -30,6 +32,9 @@ class AnchorIndex:
     want: dict[int, str] = field(default_factory=dict)
     count: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    # The last entries read: anchors hold checkpoints about in seq order, so the newest are here
+    # and verify need not read the anchor a second time to check the newest's signature.
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=64))
 
     @classmethod
     def load(cls, anchor: Anchor) -> AnchorIndex:
@@ -43,6 +48,7 @@ class AnchorIndex:
                 index.unreadable.append((f"checkpoint {seq!r}", "it is not a checkpoint"))
                 continue
             index.count += 1
+            index.recent.append(entry)
             known = index.want.get(seq)
             if known is None:
                 index.want[seq] = digest
@@ -84,6 +90,7 @@ class AnchorJudge:
         self.anchor, self.index, self.trusted, self.lookup = anchor, index, trusted, lookup
         self.problems: list[Problem] = []
         self.checked = 0
+        self._verdicts: dict[tuple[int, str, str, str], bool] = {}
 
     def _fetch(self, seqs: set[int]) -> dict[int, list[Checkpoint]]:
         found: dict[int, list[Checkpoint]] = {}
@@ -104,11 +111,14 @@ class AnchorJudge:
             return None
 
     def _genuine(self, cp: Checkpoint) -> bool:
-        self.checked += 1
-        why = self.trusted.refusal(cp)
-        if why is not None:
-            self._forged(cp, f"{_cp_name(cp)} is refused: {why}")
-        return why is None
+        key = (cp.seq, cp.hash, cp.key_id, cp.signature)
+        if key not in self._verdicts:  # each checkpoint checked, and reported, once
+            self.checked += 1
+            why = self.trusted.refusal(cp)
+            if why is not None:
+                self._forged(cp, f"{_cp_name(cp)} is refused: {why}")
+            self._verdicts[key] = why is None
+        return self._verdicts[key]
 
     def _forged(self, cp: Checkpoint | None, detail: str) -> None:
         self.problems.append(
@@ -284,6 +294,13 @@ class AnchorJudge:
                         return
 
     def _newest_genuine(self, matched: list[int]) -> int | None:
+        agreeing = set(matched[-64:])
+        for entry in sorted(self.index.recent, key=lambda e: e["seq"], reverse=True):
+            cp = self._parse(entry)
+            if cp is not None and cp.seq in agreeing and cp.hash == self.index.want.get(cp.seq):
+                if cp.seq == matched[-1] and self._genuine(cp):
+                    return cp.seq
+                break
         for start in range(len(matched), 0, -8):
             chunk = matched[max(0, start - 8) : start]
             fetched = self._fetch(set(chunk))
