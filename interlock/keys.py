@@ -1,4 +1,5 @@
-"""Approver key files: dev keys for the embedded roster, and real key pairs on request."""
+"""Key files: dev keys for the embedded roster, real key pairs on request, and the worker's audit
+checkpoint key."""
 
 from __future__ import annotations
 
@@ -50,3 +51,31 @@ def ensure_dev_keys(policy_file: Path, keys_dir: Path) -> list[str]:
     if created:
         policy_file.write_text("\n".join(lines) + "\n")
     return created
+
+
+def audit_public_key_path(signing_key: Path) -> Path:
+    return signing_key.with_suffix(".pub")
+
+
+def ensure_audit_signing_key(path: Path) -> bool:
+    """Make the worker's audit checkpoint key at PATH (0600) and its .pub, unless it exists.
+
+    Returns True when it was made. Written aside and linked into place: two workers starting at
+    once end up with one key, and no reader ever sees a half-written file.
+    """
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pem, public = generate_key()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(pem)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    audit_public_key_path(path).write_text(public + "\n")
+    return True

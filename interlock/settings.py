@@ -138,6 +138,21 @@ class Settings(BaseSettings):
         None, validation_alias=_env("INTERLOCK_DATABASE_URL"),
         description="SQLAlchemy URL of the audit store and pauses (default: SQLite in the state folder).",
     )
+    audit_anchor: SecretStr | None = Field(
+        None, validation_alias=_env("INTERLOCK_AUDIT_ANCHOR"),
+        description="Second place for the signed audit checkpoints: a folder, or a postgresql:// URL of "
+        "another database (default: <state folder>/audit-anchor).",
+    )
+    audit_signing_key: Path | None = Field(
+        None, validation_alias=_env("INTERLOCK_AUDIT_SIGNING_KEY"),
+        description="Ed25519 private key (PEM) the worker signs audit checkpoints with (default: "
+        "<state folder>/keys/audit-signing.key, made on the worker's first start).",
+    )
+    audit_public_key: str | None = Field(
+        None, validation_alias=_env("INTERLOCK_AUDIT_PUBLIC_KEY"),
+        description="Public key(s) `audit verify` trusts, base64 or .pub/.pem files, comma-separated "
+        "(default: the signing key's .pub).",
+    )
 
     playbook_timeout_seconds: int = Field(
         600, gt=0, validation_alias=_env("INTERLOCK_PLAYBOOK_TIMEOUT"),
@@ -225,6 +240,16 @@ class Settings(BaseSettings):
             raise ValueError(f"unsupported database {url.get_backend_name()!r} (use postgresql or sqlite)")
         return value
 
+    @field_validator("audit_anchor")
+    @classmethod
+    def _anchor(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        text = value.get_secret_value()
+        if "://" in text and not text.startswith(("postgresql:", "postgresql+", "postgres:")):
+            raise ValueError("must be a folder or a postgresql:// URL")
+        return value
+
     @field_validator("otlp_endpoint")
     @classmethod
     def _otlp(cls, value: str | None) -> str | None:
@@ -275,6 +300,19 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.home_dir / "keys"
+
+    @property
+    def audit_anchor_spec(self) -> str:
+        """Where checkpoints are anchored: INTERLOCK_AUDIT_ANCHOR, else <state folder>/audit-anchor."""
+        if self.audit_anchor is not None and self.audit_anchor.get_secret_value():
+            return self.audit_anchor.get_secret_value()
+        return str(self.home_dir / "audit-anchor")
+
+    @property
+    def audit_signing_key_file(self) -> Path:
+        if self.audit_signing_key is not None:
+            return self.audit_signing_key.expanduser().resolve()
+        return self.keys_dir / "audit-signing.key"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -257,7 +257,7 @@ def trace_command(
     """The proposal's trace as a span tree with durations (from the state folder's traces.jsonl)."""
     from rich.console import Console
 
-    from interlock.audit.cli import fail, print_json
+    from interlock.console import fail, print_json
 
     out = Console(highlight=False, soft_wrap=True)
     try:

@@ -23,7 +23,6 @@ from opentelemetry.trace import Tracer
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.ansible import PlaybookRunner
 from activities.audit import AuditRecorder
@@ -31,6 +30,8 @@ from activities.checks import ProposalChecks
 from activities.gate import GateActivities
 from activities.guard import GuardActivities
 from interlock import tracing
+from interlock.keys import ensure_audit_signing_key
+from interlock.sandbox import workflow_runner
 from interlock.settings import Settings
 from workflows.dedup import DedupClaimWorkflow
 from workflows.remediation import RemediationWorkflow, playbook_task_queue
@@ -132,6 +133,10 @@ def build_worker(
     to measure the engine without Ansible; `worker_options` go to the main temporalio Worker.
     """
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    if settings.audit_signing_key is None:
+        # A dev key on first start; production gives INTERLOCK_AUDIT_SIGNING_KEY (kept off the
+        # database host), which must then exist.
+        ensure_audit_signing_key(settings.audit_signing_key_file)
     queue = task_queue or settings.task_queue
     tracer = tracer or tracing.tracer(settings)
     checks = ProposalChecks(settings, client)
@@ -178,16 +183,6 @@ def build_worker(
         graceful_shutdown_timeout=grace,
     )
     return InterlockWorker(main, playbook_worker, audit, checks, gate)
-
-
-def workflow_runner() -> SandboxedWorkflowRunner:
-    # The approval validator checks Ed25519 signatures. cryptography's Rust core imports
-    # `cryptography.exceptions` lazily when a signature is bad; inside the sandbox that import
-    # is refused and the panic kills the worker. Passing the package through makes a forged
-    # token an ordinary refusal.
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography")
-    )
 
 
 async def run_worker(settings: Settings) -> None:

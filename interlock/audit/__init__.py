@@ -6,6 +6,7 @@ metrics, which need a database, load only when first used.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interlock.audit.events import AuditEventIn, EventKind
@@ -69,18 +70,71 @@ def store_url(settings: Settings) -> str:
     return f"sqlite:///{settings.home_dir / 'audit.db'}"
 
 
-def open_store(settings: Settings) -> AuditStore:
-    """The configured audit store, migrated to the newest schema.
+def open_store(settings: Settings, *, public_key: str | None = None) -> AuditStore:
+    """The configured audit store, migrated to the newest schema, with its checkpoint anchor.
 
     The head file stays in the state folder even with PostgreSQL: it is this host's own record
-    of the newest row it wrote, kept outside the database it vouches for.
+    of the newest row it wrote, kept outside the database it vouches for. Appends are signed when
+    this host holds the audit signing key (the worker does); verify trusts `public_key`, else
+    INTERLOCK_AUDIT_PUBLIC_KEY, else the signing key's own .pub.
     """
     from interlock.audit.store import AuditStore
 
-    store = AuditStore(store_url(settings), head_file=settings.home_dir / "audit-head.json")
+    signer, anchor, trusted = _anchoring(settings, public_key)
+    store = AuditStore(
+        store_url(settings),
+        head_file=settings.home_dir / "audit-head.json",
+        signer=signer,
+        anchor=anchor,
+        trusted=trusted,
+    )
     try:
         store.migrate()
     except BaseException:
         store.close()
         raise
     return store
+
+
+def _anchoring(settings: Settings, public_key: str | None) -> tuple[Any, Any, Any]:
+    from sqlalchemy.engine import make_url
+
+    from interlock.audit.anchor import AnchorError, DirectoryAnchor, PostgresAnchor, open_anchor
+    from interlock.audit.checkpoint import CheckpointKeyError, CheckpointSigner, TrustedKeys
+    from interlock.audit.store import AuditStoreError
+    from interlock.keys import audit_public_key_path
+
+    key_file = settings.audit_signing_key_file
+    try:
+        signer = CheckpointSigner.from_file(key_file) if key_file.exists() else None
+        if signer is None and settings.audit_signing_key is not None:
+            raise CheckpointKeyError(f"INTERLOCK_AUDIT_SIGNING_KEY: {key_file} does not exist")
+        spec = public_key or settings.audit_public_key
+        if spec:
+            trusted = TrustedKeys.parse(spec)
+        elif signer is not None:
+            trusted = TrustedKeys([signer.public_key])
+        elif audit_public_key_path(key_file).exists():
+            trusted = TrustedKeys.parse(str(audit_public_key_path(key_file)))
+        else:
+            trusted = TrustedKeys([])
+        anchor = open_anchor(settings.audit_anchor_spec)
+    except (CheckpointKeyError, AnchorError) as exc:
+        raise AuditStoreError(str(exc)) from None
+
+    url = make_url(store_url(settings))
+    if isinstance(anchor, DirectoryAnchor) and url.get_backend_name() == "sqlite" and url.database:
+        if anchor.folder == Path(url.database).expanduser().resolve().parent:
+            anchor.close()
+            raise AuditStoreError(
+                f"INTERLOCK_AUDIT_ANCHOR: {anchor.folder} is the audit database's own folder; "
+                "give a folder the database's owner cannot write (another volume or host)"
+            )
+    if isinstance(anchor, PostgresAnchor) and anchor.url.set(drivername="postgresql") == url.set(
+        drivername="postgresql"
+    ):
+        anchor.close()
+        raise AuditStoreError(
+            "INTERLOCK_AUDIT_ANCHOR is the audit database itself: give another database or role"
+        )
+    return signer, anchor, trusted

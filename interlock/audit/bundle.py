@@ -12,6 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from interlock.audit.bundle_check import (
+    CHECKPOINTS_FILE,
+    PUBLIC_KEY_FILE,
+    BundleCheck,
+    check_bundle,
+    checkpoint_lines,
+)
 from interlock.audit.chain import chain_hash
 from interlock.audit.history import check_signatures, history_json, read_history, replay
 from interlock.audit.store import canonical_row
@@ -20,7 +27,7 @@ from interlock.policy import default_policy_text, parse_policy
 if TYPE_CHECKING:
     from temporalio.client import WorkflowHistory
 
-    from interlock.audit.store import AuditStore
+    from interlock.audit.store import AuditEvent, AuditStore, VerifyReport
     from interlock.settings import Settings
 
 README = """# Audit bundle of proposal {proposal_id}
@@ -35,6 +42,8 @@ the Temporal server or the audit database.
 | policy.yaml | the policy (version {policy_included}); the proposal was assessed under {policy_applied} |
 | signatures.json | each signed decision token, re-verified against that policy's roster |
 | verification.json | the whole chain's verify result, the events' recomputed hashes, the replay result |
+| checkpoints.jsonl | the worker's signed checkpoints of these events' rows (and of the chain's head) |
+| audit-public-key.pub | the public key(s) the checkpoints were checked with (Ed25519, base64) |
 | MANIFEST.json | sha256 and size of every file above, and the summary of the checks |
 
 ## How to check
@@ -54,6 +63,14 @@ the Temporal server or the audit database.
    (exit 0: the workflow code makes the same decisions as the recorded history).
 4. Signatures: signatures.json lists each token with `valid` and why; re-check one with the
    public keys in policy.yaml (Ed25519 over the token's first part).
+5. Checkpoints, offline, with only the audit public key (get it from the operator, not from here):
+
+       interlock audit verify --bundle . --public-key KEY_OR_FILE
+
+   checks every event's hash, every checkpoint's signature (Ed25519 over its `signed` text, with
+   the key whose sha256[:16] is `key_id`), and that each event is vouched for: a checkpoint names
+   it, or a later event it is linked to row by row. A checkpoint is the worker's signature of the
+   chain up to that row, so a row edited, deleted or renumbered since no longer matches it.
 
 Summary: {summary}
 """
@@ -63,14 +80,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-async def write_bundle(
-    settings: Settings, store: AuditStore, proposal_id: str, history: WorkflowHistory, out: Path
-) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    facts = read_history(history)
-    rows = store.timeline(proposal_id)
-
+def write_audit_files(
+    store: AuditStore, rows: list[AuditEvent], chain: VerifyReport, out: Path
+) -> tuple[bool, BundleCheck]:
+    """events.jsonl, checkpoints.jsonl and the public key; (every hash recomputes, the offline check)."""
     events_ok = True
     with open(out / "events.jsonl", "w") as handle:
         for row in rows:
@@ -79,6 +92,24 @@ async def write_bundle(
             events_ok &= ok
             record = row.model_dump(mode="json")
             handle.write(json.dumps({**record, "canonical": canonical, "hash_ok": ok}) + "\n")
+    # The checkpoints of the proposal's own rows, and the newest one: the chain's head at export.
+    seqs = {row.seq for row in rows} | ({chain.anchored_seq} if chain.anchored_seq else set())
+    # Only those the exporter's trusted keys verify: another key's are not its to vouch for.
+    vouched = [c for c in store.checkpoints_of(seqs) if store.trusted.refusal(c) is None]
+    (out / CHECKPOINTS_FILE).write_text(checkpoint_lines(vouched))
+    (out / PUBLIC_KEY_FILE).write_text("".join(k + "\n" for k in store.trusted.texts()))
+    return events_ok, check_bundle(out, store.trusted)
+
+
+async def write_bundle(
+    settings: Settings, store: AuditStore, proposal_id: str, history: WorkflowHistory, out: Path
+) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    facts = read_history(history)
+    rows = store.timeline(proposal_id)
+    chain = store.verify()
+    events_ok, anchored = write_audit_files(store, rows, chain, out)
 
     (out / "history.json").write_text(history_json(history))
 
@@ -91,7 +122,6 @@ async def write_bundle(
     signatures = check_signatures(facts, policy)
     (out / "signatures.json").write_text(json.dumps(signatures, indent=2) + "\n")
 
-    chain = store.verify()
     replay_error = await replay(history)
     verification = {
         "chain": chain.model_dump(mode="json"),
@@ -101,6 +131,7 @@ async def write_bundle(
         "policy_version_applied": applied,
         "policy_version_included": policy.version_id,
         "policy_matches": applied == policy.version_id,
+        "checkpoints": anchored.model_dump(mode="json"),
     }
     (out / "verification.json").write_text(json.dumps(verification, indent=2) + "\n")
 
@@ -111,6 +142,7 @@ async def write_bundle(
         "signatures": len(signatures),
         "signatures_valid": sum(1 for s in signatures if s.get("valid")),
         "policy_matches": applied == policy.version_id,
+        "events_anchored": anchored.ok,
     }
     readme = README.format(
         proposal_id=proposal_id,
@@ -127,6 +159,8 @@ async def write_bundle(
         "policy.yaml",
         "signatures.json",
         "verification.json",
+        CHECKPOINTS_FILE,
+        PUBLIC_KEY_FILE,
         "README.md",
     ]
     files = {n: {"sha256": _sha256(out / n), "bytes": (out / n).stat().st_size} for n in names}

@@ -5,14 +5,12 @@ Errors are one line on stderr and a non-zero exit (2 for bad input), never a tra
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -21,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from interlock.audit import open_store
+from interlock.console import fail, print_json
 from interlock.settings import Settings
 from interlock.untrusted import plain
 
@@ -36,26 +35,16 @@ audit_app = typer.Typer(
 )
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"error: {message}", markup=False)
-    raise typer.Exit(code)
-
-
 def _cells(*values: str) -> list[Text]:
     # Text cells: rich reads a string cell as markup, and these hold what recommenders, sources
     # and history events wrote; escape sequences are removed as well.
     return [Text(plain(v)) for v in values]
-
-
-def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -67,7 +56,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 @contextmanager
-def opened_store() -> Iterator[AuditStore]:
+def opened_store(public_key: str | None = None) -> Iterator[AuditStore]:
     from interlock.audit.store import AuditStoreError
 
     try:
@@ -76,7 +65,7 @@ def opened_store() -> Iterator[AuditStore]:
         problems = [f"{e['loc'][0] if e['loc'] else '?'}: {e['msg']}" for e in exc.errors()]
         fail("invalid setting: " + "; ".join(problems), 2)
     try:
-        store = open_store(settings)
+        store = open_store(settings, public_key=public_key)
     except AuditStoreError as exc:
         fail(str(exc))
     try:
@@ -87,26 +76,84 @@ def opened_store() -> Iterator[AuditStore]:
         store.close()
 
 
+PublicKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--public-key",
+        help="The audit public key to check checkpoints with: base64, or a .pub/.pem file "
+        "(default: INTERLOCK_AUDIT_PUBLIC_KEY, else the signing key's .pub).",
+    ),
+]
+
+
 @audit_app.command()
-def verify(json_out: JsonFlag = False) -> None:
-    """Recompute the hash chain; exit 1 and list each edited, missing or moved row if broken."""
-    with opened_store() as store:
+def verify(
+    json_out: JsonFlag = False,
+    public_key: PublicKeyOption = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="Check an export bundle offline instead of the store."),
+    ] = None,
+) -> None:
+    """Recompute the hash chain and check it against the signed checkpoints in the anchor.
+
+    Exit 1 and list each edited, missing, moved or re-chained row (and the checkpoint it
+    disagrees with) if broken. With --bundle, check an export bundle without any server.
+    """
+    if bundle is not None:
+        _verify_bundle(bundle, public_key, json_out)
+        return
+    with opened_store(public_key) as store:
         report = store.verify()
     if json_out:
         print_json(report.model_dump(mode="json"))
     elif report.ok:
         out.print(
             f"audit chain intact: {report.events} events, last row {report.head_seq}, "
-            f"checked at {report.rate_per_s:,.0f} events/s"
+            f"checked at {report.rate_per_s:,.0f} events/s",
+            markup=False,
         )
+        if report.checkpoints:
+            tail = f", {report.unanchored_rows} newer row(s) not yet" if report.unanchored_rows else ""
+            out.print(
+                f"signed checkpoints ({report.anchor}): {report.checkpoints}, the newest vouches for "
+                f"row {report.anchored_seq}{tail}",
+                markup=False,
+            )
     else:
         table = Table(title=f"audit chain broken: {len(report.problems)} problem(s)")
-        for column in ("row", "event", "problem", "detail"):
+        for column in ("row", "event", "problem", "checkpoint", "detail"):
             table.add_column(column, overflow="fold")
         for p in report.problems:
-            table.add_row(*_cells(str(p.seq or ""), p.event_id or "", p.kind.value, p.detail))
+            checkpoint = f"row {p.checkpoint_seq}, {p.checkpoint_at}" if p.checkpoint_seq else ""
+            table.add_row(*_cells(str(p.seq or ""), p.event_id or "", p.kind.value, checkpoint, p.detail))
         out.print(table)
     if not report.ok:
+        raise typer.Exit(1)
+
+
+def _verify_bundle(folder: Path, public_key: str | None, json_out: bool) -> None:
+    from interlock.audit.bundle_check import BundleInvalid, check_bundle
+    from interlock.audit.checkpoint import CheckpointKeyError, TrustedKeys
+
+    try:
+        trusted = TrustedKeys.parse(public_key) if public_key else None
+        result = check_bundle(folder, trusted)
+    except (BundleInvalid, CheckpointKeyError) as exc:
+        fail(str(exc), 2)
+    if json_out:
+        print_json(result.model_dump(mode="json"))
+    else:
+        verdict = "intact" if result.ok else "BROKEN"
+        out.print(
+            f"bundle {verdict}: {result.events} event(s), {result.events_anchored} vouched for by "
+            f"{result.checkpoints_valid} valid checkpoint(s) of {result.checkpoints}; keys "
+            f"{', '.join(result.key_ids) or 'none'} ({result.key_source})",
+            markup=False,
+        )
+        for problem in result.problems:
+            out.print(f"  {problem}", markup=False)
+    if not result.ok:
         raise typer.Exit(1)
 
 
@@ -398,12 +445,19 @@ def reconcile(
     """Compare the audit store with every history still on the server; record each difference.
 
     Each difference (an event the history shows recorded but the store lacks, a row that differs,
-    a row the history never asked for) is recorded once as an `audit_exception` event, which the
-    `audit exceptions` metric counts. Exit 1 when there is any.
+    a row the history never asked for, a terminated run, a run closed without a `final` event, a
+    store proposal that never ended and has no workflow left on the server) is recorded once as an
+    `audit_exception` event, which the `audit exceptions` metric counts. Exit 1 when there is any.
     """
-    from temporalio.service import RPCError
+    from temporalio.service import RPCError, RPCStatusCode
 
-    from interlock.audit.history import all_histories, compare, read_history, record_exceptions
+    from interlock.audit.history import (
+        all_histories,
+        compare,
+        histories_gone,
+        read_history,
+        record_exceptions,
+    )
 
     try:
         window = parse_duration(since) if since is not None else None
@@ -415,9 +469,16 @@ def reconcile(
         from interlock.temporal import connect
 
         client = await connect(settings)
-        if workflow_ids:
-            return [await client.get_workflow_handle(w).fetch_history() for w in workflow_ids]
-        return await all_histories(client, window)
+        if not workflow_ids:
+            return await all_histories(client, window)
+        found = []
+        for w in workflow_ids:
+            try:
+                found.append(await client.get_workflow_handle(w).fetch_history())
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+        return found
 
     try:
         histories = _run(fetch())
@@ -425,8 +486,13 @@ def reconcile(
         fail(f"cannot fetch a history: {exc.message}")
     with opened_store() as store:
         diffs = []
+        have: set[str] = set()
         for history in histories:
-            diffs += compare(read_history(history), store)
+            facts = read_history(history)
+            have |= {history.workflow_id, facts.proposal_id or history.workflow_id}
+            diffs += compare(facts, store)
+        gone, purged = histories_gone(store, have, window, workflow_ids or None)
+        diffs += gone
         new = record_exceptions(store, diffs)
     if json_out:
         print_json(
@@ -434,6 +500,7 @@ def reconcile(
                 "histories": len(histories),
                 "differences": [d.as_json() for d in diffs],
                 "newly_recorded": new,
+                "histories_gone_after_final": purged,
             }
         )
     elif diffs:

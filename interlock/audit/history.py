@@ -77,7 +77,7 @@ def replayer(*, sandboxed: bool = True) -> Replayer:
 
     runner: WorkflowRunner
     if sandboxed:
-        from worker.main import workflow_runner
+        from interlock.sandbox import workflow_runner
 
         runner = workflow_runner()
     else:
@@ -190,7 +190,7 @@ def _process_context(sandboxed: bool) -> multiprocessing.context.BaseContext:
         # from it ready to replay. Two histories in a pool of two took 1.2 s the first time,
         # 0.35 s once the fork server ran; with spawn, 3.5 s every time.
         modules = ["interlock.audit.history", "workflows.remediation"]
-        context.set_forkserver_preload([*modules, "worker.main"] if sandboxed else modules)
+        context.set_forkserver_preload([*modules, "interlock.sandbox"] if sandboxed else modules)
         return context
     return multiprocessing.get_context("spawn")
 
@@ -277,6 +277,10 @@ class HistoryFacts:
     tokens: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
     closed: bool = False
+    run_id: str = ""
+    # How the run closed (completed, failed, terminated, canceled, timed_out, continued_as_new).
+    close: str | None = None
+    close_reason: str = ""
 
 
 def _activity_summary(name: str, value: Any) -> str:
@@ -311,7 +315,7 @@ def _audit_events(activity_type: str, inp: Any) -> list[dict[str, Any]]:
 
 def read_history(history: WorkflowHistory) -> HistoryFacts:
     """The decision timeline: submission, checks, playbooks, decisions, signals, timers, outcome."""
-    facts = HistoryFacts(history.workflow_id)
+    facts = HistoryFacts(history.workflow_id, run_id=history.run_id if _starts(history) else "")
     scheduled: dict[int, tuple[str, Any]] = {}
     updates: dict[str, tuple[str, Any]] = {}
     for event in history.events:
@@ -382,7 +386,7 @@ def read_history(history: WorkflowHistory) -> HistoryFacts:
         elif kind == "workflow_execution_completed_event_attributes":
             result = _first(event.workflow_execution_completed_event_attributes.result)
             facts.result = result if isinstance(result, dict) else None
-            facts.closed = True
+            facts.closed, facts.close = True, "completed"
             item.what = "final"
             if facts.result:
                 item.detail = f"{facts.result.get('status')}: " + "; ".join(facts.result.get("reasons") or [])
@@ -393,14 +397,15 @@ def read_history(history: WorkflowHistory) -> HistoryFacts:
             "workflow_execution_timed_out_event_attributes",
         ):
             facts.closed = True
-            item.what = "closed: " + kind.removeprefix("workflow_execution_").removesuffix(
-                "_event_attributes"
-            )
+            facts.close = kind.removeprefix("workflow_execution_").removesuffix("_event_attributes")
+            item.what = "closed: " + facts.close
             attrs = getattr(event, kind)
             reason = getattr(attrs, "reason", "") or getattr(getattr(attrs, "failure", None), "message", "")
-            item.detail = str(reason)[:200]
+            who = getattr(attrs, "identity", "")
+            # The identity is the client's own claim (forgeable), but says which tool it was.
+            item.detail = facts.close_reason = str(reason)[:200] + (f", by {who[:100]}" if who else "")
         elif kind == "workflow_execution_continued_as_new_event_attributes":
-            facts.closed = True
+            facts.closed, facts.close = True, "continued_as_new"
             item.what = "continued as new"
         else:
             continue
@@ -447,6 +452,8 @@ class Difference:
     problem: str
     event_id: str | None
     detail: str
+    # The run a run-level problem (terminated, no_final) is about.
+    run_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -454,6 +461,7 @@ class Difference:
             "problem": self.problem,
             "event_id": self.event_id,
             "detail": self.detail,
+            "run_id": self.run_id,
         }
 
 
@@ -510,7 +518,84 @@ def compare(facts: HistoryFacts, store: AuditStore) -> list[Difference]:
                     pid, "unknown", event_id, f"row {row.seq} ({row.kind}) is not in the workflow's history"
                 )
             )
+    diffs += _how_it_ended(facts, pid, rows)
     return diffs
+
+
+# Closes after which the workflow itself had no chance to record its end.
+_ABRUPT = ("terminated", "timed_out")
+
+
+def _how_it_ended(facts: HistoryFacts, pid: str, rows: dict[str, Any]) -> list[Difference]:
+    """A terminated run (its workflow code never saw it coming) and a run that closed without a
+    `final` event: each is a way a proposal ended that the audit store does not explain."""
+    if facts.close is None or facts.close == "continued_as_new":
+        return []
+    run = facts.run_id or "?"
+    if facts.close == "terminated":
+        reason = f" ({facts.close_reason})" if facts.close_reason else ""
+        return [
+            Difference(
+                pid,
+                "terminated",
+                None,
+                f"run {run} was terminated{reason}: nothing the workflow did after that is recorded, "
+                "and it recorded no final event",
+                run_id=run,
+            )
+        ]
+    recorded = any(e.get("kind") == EventKind.FINAL.value for e in facts.audit_events.values())
+    stored = any(row.kind == EventKind.FINAL for row in rows.values())
+    if recorded or stored:
+        return []  # a final event the history shows recorded but the store lacks is "missing"
+    how = "timed out" if facts.close in _ABRUPT else facts.close
+    return [
+        Difference(
+            pid, "no_final", None, f"run {run} closed ({how}) without a final audit event", run_id=run
+        )
+    ]
+
+
+def histories_gone(
+    store: AuditStore, have: set[str], since: timedelta | None, only: list[str] | None = None
+) -> tuple[list[Difference], int]:
+    """Store proposals with no workflow left on the server: (differences, how many had ended).
+
+    One that ended (a `final` event) was most likely purged after the namespace's retention, and
+    the store is the record that outlives it: counted, not an exception. One that had not ended
+    lost its history while open: an exception.
+    """
+    from sqlalchemy import select
+
+    from interlock.audit.store import TABLE
+
+    query = select(TABLE.c.proposal_id, TABLE.c.seq).where(TABLE.c.kind == EventKind.SUBMITTED.value)
+    if since is not None:
+        query = query.where(TABLE.c.at >= datetime.now(UTC) - since)
+    if only is not None:
+        query = query.where(TABLE.c.proposal_id.in_(only))
+    with store.engine.connect() as conn:
+        submitted = {pid: seq for pid, seq in conn.execute(query) if pid not in have}
+        ended: set[str] = set()
+        wanted = sorted(submitted)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            finals = select(TABLE.c.proposal_id).where(
+                TABLE.c.kind == EventKind.FINAL.value, TABLE.c.proposal_id.in_(chunk)
+            )
+            ended.update(pid for (pid,) in conn.execute(finals))
+    diffs = [
+        Difference(
+            pid,
+            "history_gone",
+            None,
+            f"the store has this proposal (submitted at row {submitted[pid]}) and no final event, "
+            "but the server has no workflow for it: its history was deleted",
+        )
+        for pid in wanted
+        if pid not in ended
+    ]
+    return diffs, len(ended)
 
 
 def _same_run(event_id: str, facts: HistoryFacts) -> bool:
@@ -524,7 +609,7 @@ def record_exceptions(store: AuditStore, diffs: list[Difference]) -> int:
     """Record each difference once as an audit_exception event; returns how many are new."""
     new = 0
     for d in diffs:
-        event_id = f"reconcile/{d.proposal_id}/{d.problem}/{d.event_id or '-'}"
+        event_id = f"reconcile/{d.proposal_id}/{d.problem}/{d.event_id or d.run_id or '-'}"
         if store.exists(event_id):
             continue
         store.append(

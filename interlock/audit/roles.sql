@@ -22,6 +22,9 @@ $$;
 
 REVOKE ALL ON audit_events FROM interlock_app;
 GRANT SELECT, INSERT ON audit_events TO interlock_app;
+-- The store's copies of the signed checkpoints: appended with the rows they vouch for.
+REVOKE ALL ON audit_checkpoints FROM interlock_app;
+GRANT SELECT, INSERT ON audit_checkpoints TO interlock_app;
 -- Opening the store checks the schema version; it is already at head, so nothing is created.
 REVOKE ALL ON alembic_version FROM interlock_app;
 GRANT SELECT ON alembic_version TO interlock_app;

@@ -45,6 +45,8 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, Session, SQLModel, col
 from sqlmodel import select as orm_select
 
+from interlock.audit.anchor import CHECKPOINTS, Anchor, AnchorError
+from interlock.audit.anchor_check import AnchorIndex, AnchorJudge, AnchorSummary
 from interlock.audit.chain import (
     GENESIS,
     canonical_at,
@@ -54,6 +56,7 @@ from interlock.audit.chain import (
     chain_hash,
     event_record,
 )
+from interlock.audit.checkpoint import Checkpoint, CheckpointSigner, TrustedKeys
 from interlock.audit.events import AuditEventIn
 from interlock.audit.verify import ChainChecker, Head, Problem
 
@@ -179,6 +182,12 @@ class VerifyReport(BaseModel):
     head_file_seq: int | None
     elapsed_seconds: float
     rate_per_s: float
+    # The signed checkpoints in the anchor (the second place), when one is configured.
+    anchor: str | None = None
+    checkpoints: int = 0
+    checkpoints_checked: int = 0
+    anchored_seq: int | None = None
+    unanchored_rows: int = 0
 
 
 class AuditStoreError(Exception):
@@ -245,13 +254,28 @@ class AuditStore:
     """Appends, verifies and reads the audit chain.
 
     `head_file` records the newest row this host wrote, so verify can tell when the newest rows
-    were removed; None turns that check off.
+    were removed; None turns that check off. With a `signer`, each append transaction ends with
+    a signed checkpoint of its last row, kept in the store and written to `anchor`; verify checks
+    the chain against the anchor's checkpoints with the `trusted` public keys.
     """
 
-    def __init__(self, url: str, head_file: Path | None = None):
+    def __init__(
+        self,
+        url: str,
+        head_file: Path | None = None,
+        *,
+        signer: CheckpointSigner | None = None,
+        anchor: Anchor | None = None,
+        trusted: TrustedKeys | None = None,
+    ):
         self.engine = _build_engine(url)
         self.dialect = self.engine.dialect.name
         self.head_file = head_file
+        self.signer = signer
+        self.anchor = anchor
+        if trusted is None and signer is not None:
+            trusted = TrustedKeys([signer.public_key])
+        self.trusted = trusted or TrustedKeys([])
         self._head_lock = threading.Lock()
         self._closed = False
 
@@ -265,6 +289,8 @@ class AuditStore:
     def close(self) -> None:
         self._closed = True
         self.engine.dispose()
+        if self.anchor is not None:
+            self.anchor.close()
 
     def __enter__(self) -> AuditStore:
         return self
@@ -321,6 +347,7 @@ class AuditStore:
         if len(set(ids)) != len(ids):
             raise EventIdConflict(f"one batch names an event_id twice: {sorted(ids)}")
         written: dict[str, tuple[int, str]] = {}
+        checkpoint: Checkpoint | None = None
         try:
             existing = self._find_many(ids)
             if len(existing) < len(ids):
@@ -342,6 +369,12 @@ class AuditStore:
                         prev_seq, prev_hash = seq, digest
                     if rows:
                         conn.execute(TABLE.insert(), rows)
+                        if self.signer is not None:
+                            # Signed here, from the hash this writer computed, never from a row read
+                            # back: a checkpoint vouches only for what Interlock itself wrote.
+                            end = rows[-1]
+                            checkpoint = self.signer.sign(end["seq"], end["event_id"], end["hash"])
+                            conn.execute(CHECKPOINTS.insert(), [checkpoint.model_dump()])
             else:
                 self._check_same(existing, wanted)  # all there already: a retry, or a reused id
         except SQLAlchemyError as exc:
@@ -359,7 +392,59 @@ class AuditStore:
         # Re-advancing the head on a retry repairs a head file a crash left behind.
         newest = max(results, key=lambda r: r.seq)
         self.advance_head(newest.seq, newest.hash)
+        if checkpoint is None and self.anchor is not None and not written:
+            # A retry: the anchor write may be what failed last time. Copy the store's signed copy.
+            checkpoint = self._stored_checkpoint(newest.seq, newest.hash)
+        if checkpoint is not None and self.anchor is not None:
+            try:
+                self.anchor.write([checkpoint])
+            except AnchorError as exc:
+                raise AuditStoreError(
+                    f"row {checkpoint.seq} is recorded but its checkpoint is not: {exc}"
+                ) from exc
         return results
+
+    def _stored_checkpoint(self, seq: int, digest: str) -> Checkpoint | None:
+        query = select(CHECKPOINTS).where(CHECKPOINTS.c.seq == seq, CHECKPOINTS.c.hash == digest)
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(query).first()
+        except SQLAlchemyError as exc:
+            raise AuditStoreError(f"cannot read the audit store: {one_line(exc)}") from exc
+        return Checkpoint.model_validate(dict(row._mapping)) if row is not None else None
+
+    def checkpoints_of(self, seqs: set[int]) -> list[Checkpoint]:
+        """Every checkpoint of these rows, from the anchor and the store's own copies, in seq order."""
+        found = {(c.seq, c.hash, c.key_id): c for c in self.stored_checkpoints(seqs)}
+        if self.anchor is not None:
+            try:
+                for entry in self.anchor.read(seqs):
+                    if isinstance(entry, dict):
+                        try:
+                            c = Checkpoint.model_validate(entry)
+                        except ValueError:
+                            continue  # verify reports it; a bundle carries only readable ones
+                        found.setdefault((c.seq, c.hash, c.key_id), c)
+            except AnchorError as exc:
+                raise AuditStoreError(str(exc)) from exc
+        return [found[k] for k in sorted(found)]
+
+    def stored_checkpoints(self, seqs: set[int] | None = None) -> list[Checkpoint]:
+        """The store's own copies of the signed checkpoints (of these rows), in seq order."""
+        query = select(CHECKPOINTS).order_by(CHECKPOINTS.c.seq)
+        try:
+            with self.engine.connect() as conn:
+                if seqs is None:
+                    return [Checkpoint.model_validate(dict(r._mapping)) for r in conn.execute(query)]
+                found = []
+                wanted = sorted(seqs)
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start : start + 500]
+                    rows = conn.execute(query.where(CHECKPOINTS.c.seq.in_(chunk)))
+                    found += [Checkpoint.model_validate(dict(r._mapping)) for r in rows]
+                return found
+        except SQLAlchemyError as exc:
+            raise AuditStoreError(f"cannot read the audit store: {one_line(exc)}") from exc
 
     @staticmethod
     def _check_same(existing: dict[str, Any], wanted: list[tuple[AuditEventIn, dict, str]]) -> None:
@@ -479,7 +564,9 @@ class AuditStore:
         # The head file is read before the rows: every row it names is committed by then.
         head = self.read_head()
         started = time.perf_counter()
-        checker = ChainChecker(head)
+        index = self._anchor_index()
+        checker = ChainChecker(head, index.want if index else None)
+        anchor = AnchorSummary()
         try:
             with self.engine.connect() as conn:
                 if self.dialect == "postgresql":
@@ -489,6 +576,14 @@ class AuditStore:
                     dbapi = conn.connection.driver_connection
                     checker.scan(self._verify_rows(dbapi))
                     problems = checker.finish(lambda hashes: self._rows_by_hash(conn, hashes))
+                    if index is not None and self.anchor is not None:
+                        judge = AnchorJudge(
+                            self.anchor, index, self.trusted, lambda eid: self._row_of(conn, eid)
+                        )
+                        anchor = judge.judge(checker.last_seq, checker.matched, checker.mismatched, problems)
+                        problems += judge.problems
+        except AnchorError as exc:
+            raise AuditStoreError(str(exc)) from exc
         except SQLAlchemyError as exc:
             raise AuditStoreError(f"cannot read the audit store: {one_line(exc)}") from exc
         except Exception as exc:  # the raw driver's own errors
@@ -504,6 +599,7 @@ class AuditStore:
             head_file_seq=head.seq if head else None,
             elapsed_seconds=round(elapsed, 4),
             rate_per_s=round(checker.events / elapsed, 1) if elapsed > 0 else 0.0,
+            **anchor.model_dump(),
         )
         log.info(
             "audit chain verified: %d events, %d problems, %.0f events/s",
@@ -512,6 +608,19 @@ class AuditStore:
             report.rate_per_s,
         )
         return report
+
+    def _anchor_index(self) -> AnchorIndex | None:
+        if self.anchor is None:
+            return None
+        try:
+            return AnchorIndex.load(self.anchor)
+        except AnchorError as exc:
+            raise AuditStoreError(str(exc)) from exc
+
+    @staticmethod
+    def _row_of(conn: Connection, event_id: str) -> tuple[int, str] | None:
+        row = conn.execute(select(TABLE.c.seq, TABLE.c.hash).where(TABLE.c.event_id == event_id)).first()
+        return (row[0], row[1]) if row is not None else None
 
     def _verify_rows(self, dbapi: Any) -> Iterator[tuple[Any, ...]]:
         # Raw driver cursors: ORM or Core rows would cost more than the hashing itself.

@@ -22,6 +22,11 @@ class ProblemKind(StrEnum):
     REORDERED = "reordered"
     INSERTED = "inserted"
     TRUNCATED = "truncated"
+    # Found by the signed checkpoints (interlock/audit/anchor_check.py).
+    REWRITTEN = "rewritten"  # rows changed and every later hash recomputed
+    RENUMBERED = "renumbered"  # rows deleted and the later ones renumbered and re-chained
+    FORGED = "forged_checkpoint"  # a checkpoint in the anchor that no trusted key signed
+    UNVERIFIABLE = "unverifiable"  # checkpoints, but no public key to check them with
 
 
 class Problem(BaseModel):
@@ -30,6 +35,9 @@ class Problem(BaseModel):
     event_id: str | None
     kind: ProblemKind
     detail: str
+    # The signed checkpoint the problem was found by, when one was.
+    checkpoint_seq: int | None = None
+    checkpoint_at: str | None = None
 
 
 class Head(BaseModel):
@@ -69,8 +77,13 @@ def _span(first: int, last: int) -> str:
 class ChainChecker:
     """Feed it rows in seq order with `scan`, then ask `finish` for the problems."""
 
-    def __init__(self, head: Head | None):
+    def __init__(self, head: Head | None, marks: dict[int, str] | None = None):
         self.head = head
+        # seq -> the hash a signed checkpoint gives that row; the scan sorts the rows it reaches
+        # into those that agree (seqs, ascending) and those that do not (seq -> (hash, event_id)).
+        self.marks = marks or {}
+        self.matched: list[int] = []
+        self.mismatched: dict[int, tuple[str, str]] = {}
         self.events = 0
         self.last_seq: int | None = None
         self._rows: dict[int, _Row] = {}
@@ -79,6 +92,7 @@ class ChainChecker:
     def scan(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Rows are (seq, prev_hash, hash, *canonical_record's arguments)."""
         sha256, record, kept = hashlib.sha256, canonical_record, self._rows
+        marks, matched, mismatched = self.marks, self.matched, self.mismatched
         head_seq = self.head.seq if self.head else -1
         prev_hash, next_seq, pos = GENESIS, 1, -1
         before: tuple[Any, ...] | None = None  # the previous row
@@ -105,6 +119,12 @@ class ChainChecker:
                 keep_next -= 1
             if seq == head_seq:
                 self._head_row = (seq, row[7], row_hash)
+            mark = marks.get(seq)
+            if mark is not None:
+                if mark == row_hash:
+                    matched.append(seq)
+                else:
+                    mismatched[seq] = (row_hash, row[7])
             before2, before = before, row
             prev_hash, next_seq = row_hash, seq + 1
         self.events = pos + 1

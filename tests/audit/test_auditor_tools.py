@@ -143,6 +143,11 @@ async def test_trace_replay_reconcile_and_export(
     assert verification["chain"]["ok"] and verification["replay"]["deterministic"]
     assert verification["policy_matches"]
     assert "sha256sum -c SHA256SUMS" in (bundle / "README.md").read_text()
+    # Offline, with only the worker's audit public key: every event vouched for by a checkpoint.
+    public_key = str(s.keys_dir / "audit-signing.pub")
+    code, output = await interlock(s, "audit", "verify", "--bundle", str(bundle), "--public-key", public_key)
+    assert code == 0, output
+    assert f"bundle intact: {len(events)} event(s), {len(events)} vouched for" in output
 
     # --- reconcile: a deleted audit row is an audit exception -----------------------------------
     code, output = await interlock(s, "audit", "reconcile", "--workflow-id", pid)
