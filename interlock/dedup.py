@@ -16,14 +16,14 @@ import logging
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from interlock import search
-from interlock.contracts import Query, Signal, Workflow
-from interlock.models import AttachDuplicate, DedupClaim, Proposal, ProposalState, ProposalStatus
+from interlock.contracts import Signal, Workflow
+from interlock.models import AttachDuplicate, DedupClaim, Proposal, ProposalStatus, RemediationInput
 from interlock.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -126,15 +126,9 @@ async def _attach(
     if desc.status != WorkflowExecutionStatus.RUNNING or _final(status):
         return _Owner.GONE
     # Anyone with namespace access can start a claim naming any proposal: attach only to an
-    # owner that is itself a proposal for this key, else take the key over.
-    try:
-        state = await handle.query(Query.STATUS, result_type=ProposalState)
-    except (RPCError, WorkflowQueryFailedError) as exc:
-        log.warning("dedup key %s: holder %s cannot be asked (%s): taking it over", key, owner, exc)
-        return _Owner.GONE
-    canonical = state.service.canonical if state.service else None
-    service = canonical or policy.canonical_service(state.proposal.target.service) or ""
-    if policy.dedup.key_of(state.proposal, service) != key:
+    # owner whose own input (what its workflow runs on) is a proposal for this key. Read from
+    # its first history event, so no worker needs to answer.
+    if await _key_of_started(client, owner, policy) != key:
         log.warning("dedup key %s names %s, a proposal for another problem: taking it over", key, owner)
         return _Owner.GONE
     try:
@@ -146,6 +140,21 @@ async def _attach(
             raise
         return _Owner.GONE  # it closed a moment ago
     return _Owner.ATTACHED
+
+
+async def _key_of_started(client: Client, workflow_id: str, policy: Policy) -> str | None:
+    """The dedup key of the proposal a workflow was started with (None if it is not one)."""
+    handle = client.get_workflow_handle(workflow_id)
+    async for event in handle.fetch_history_events(page_size=1):
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        try:
+            started = client.data_converter.payload_converter.from_payload(payloads[0], RemediationInput)
+        except (IndexError, ValueError, TypeError):
+            return None
+        proposal = started.proposal
+        service = policy.canonical_service(proposal.target.service) or proposal.target.service
+        return policy.dedup.key_of(proposal, service)
+    return None
 
 
 async def _exists(client: Client, proposal_id: str) -> bool:

@@ -38,7 +38,7 @@ async def serve_stdio(settings: Settings, token: str) -> None:
 
     intake = Intake(settings, ApiSettings())
     try:
-        recommender = await intake.authenticate(token)
+        recommender = await intake.authenticate(token, "stdio")
         if recommender is None:
             raise McpStartError("INTERLOCK_TOKEN is unknown or revoked (interlock tokens create NAME)")
         log.info("MCP over stdio for recommender %s", recommender)

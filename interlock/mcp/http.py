@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from interlock.api.intake import Intake
 from interlock.mcp import MCP_PATH
@@ -26,6 +27,23 @@ __all__ = ["MCP_PATH", "McpEndpoint", "RecommenderTokens"]
 _ENVELOPE_BYTES = 16 * 1024
 
 
+# The peer of the request being authenticated: the SDK's TokenVerifier is given only the token,
+# and failed authentications are rate-limited per address, as on the intake.
+_peer: ContextVar[str] = ContextVar("mcp_peer", default="unknown")
+
+
+class _RecordPeer:
+    """ASGI middleware: remember the peer's address for RecommenderTokens."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        _peer.set(client[0] if client else "unknown")
+        await self.app(scope, receive, send)
+
+
 class RecommenderTokens:
     """The SDK's TokenVerifier over the intake's recommender tokens."""
 
@@ -33,7 +51,7 @@ class RecommenderTokens:
         self.intake = intake
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        recommender = await self.intake.authenticate(token)
+        recommender = await self.intake.authenticate(token, _peer.get())
         if recommender is None:
             return None
         # The session's owner is the recommender (client_id); the token itself is not kept.
@@ -51,9 +69,11 @@ class McpEndpoint:
             # browser tricked into calling it has no bearer token to send.
             security_settings=None,
         )
-        self.app: ASGIApp = AuthenticationMiddleware(
-            AuthContextMiddleware(RequireAuthMiddleware(StreamableHTTPASGIApp(self.manager), [])),
-            backend=BearerAuthBackend(RecommenderTokens(intake)),
+        self.app: ASGIApp = _RecordPeer(
+            AuthenticationMiddleware(
+                AuthContextMiddleware(RequireAuthMiddleware(StreamableHTTPASGIApp(self.manager), [])),
+                backend=BearerAuthBackend(RecommenderTokens(intake)),
+            )
         )
 
     @asynccontextmanager

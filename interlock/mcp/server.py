@@ -116,7 +116,7 @@ class InterlockMcp:
             raise ApiError(401, "a bearer token is required")
         if self._token is None:
             raise ApiError(401, "no recommender token: start `interlock mcp` with INTERLOCK_TOKEN set")
-        recommender = await self.intake.authenticate(self._token)
+        recommender = await self.intake.authenticate(self._token, "stdio")
         if recommender is None:
             raise ApiError(401, "the token is unknown or revoked")
         return recommender
