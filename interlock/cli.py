@@ -330,19 +330,41 @@ def show(proposal_id: str, json_out: JsonFlag = False) -> None:
         if json_out:
             print_json({**state.model_dump(mode="json"), "trace_ids": traces})
         else:
-            render_state(state)
+            render_state(state, s)
             if traces:
                 out.print(f"\nTrace: {', '.join(traces)}  (interlock trace {proposal_id})", markup=False)
 
     run(body)
 
 
-def render_state(state: ProposalState) -> None:
+def governance_of(state: ProposalState, s: Settings) -> Any:
+    """The proposal's governance as the local policy file gives it, or None when that file is
+    not the policy version the proposal is governed by (then only what is missing is shown)."""
+    from datetime import UTC, datetime
+
+    from interlock.governance import Governance
+
+    if state.service is None or state.policy_version is None:
+        return None
+    try:
+        policy = load_policy(s.effective_policy_file)
+        if policy.version_id != state.policy_version:
+            return None
+        p = state.proposal
+        return Governance.from_policy(
+            policy, p.action, p.target.environment, state.service.canonical, p.recommender, datetime.now(UTC)
+        )
+    except (PolicyError, KeyError):
+        return None
+
+
+def render_state(state: ProposalState, s: Settings | None = None) -> None:
     from interlock.presentation import approval_details
 
+    gov = governance_of(state, s) if s is not None else None
     # Text objects: rich applies neither markup nor emoji codes to them, and approval_details
     # has already removed every escape sequence from what came from outside.
-    out.print(Text(approval_details(state, markdown=False)))
+    out.print(Text(approval_details(state, markdown=False, gov=gov)))
     if state.execution or state.verification or state.rollback:
         out.print(Text("\n### Execution"))
         for result in (

@@ -319,7 +319,7 @@ class RemediationWorkflow:
             self.state.waiting_for = self._missing()
             self._notify("awaiting_approval", f"Approval needed: {self._headline()}")
         self._announced = False
-        workflow.set_current_details(approval_details(self.state))
+        workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
         escalate_at, expire_at = self.w.escalate_at, self.w.expire_at
         assert escalate_at is not None and expire_at is not None
         while True:
@@ -390,7 +390,7 @@ class RemediationWorkflow:
         self.w.pauses += [p for p in pre.pauses if p not in self.w.pauses]
         if self._active_pauses():
             self._set_status(ProposalStatus.PAUSED, self._pause_note())
-            workflow.set_current_details(approval_details(self.state))
+            workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
             held_by = [p.model_dump(mode="json") for p in self._active_pauses()]
             await self._audit(EventKind.PAUSED, data={"pauses": held_by})
             # Held, but still open to a rejection (the Update validator lets one through).
@@ -408,7 +408,7 @@ class RemediationWorkflow:
         # Fail closed: the start (and what led to it) is on record before anything touches a system.
         await self._audit(EventKind.EXECUTION_STARTED, data={"plan_hash": self.state.plan_hash})
         self._set_status(ProposalStatus.EXECUTING)
-        workflow.set_current_details(approval_details(self.state))
+        workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
         execution = self.state.execution = await self._playbook(
             Stage.EXECUTE, expected_digest=self.state.preview.playbooks_digest, abortable=True
         )
@@ -602,7 +602,7 @@ class RemediationWorkflow:
                     later=True,
                 )
         await self._audit(EventKind.FINAL, data={"status": status.value, "reasons": reasons})
-        workflow.set_current_details(approval_details(self.state))
+        workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
         self._notify("outcome", f"{status.value}: {self._headline()}")
         await self._flush_notifications()
         # Let in-flight Update handlers return their answer before the workflow closes.
@@ -957,7 +957,7 @@ class RemediationWorkflow:
             },
         )
         if self.state.status is ProposalStatus.AWAITING_APPROVAL:
-            workflow.set_current_details(approval_details(self.state))
+            workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
 
     @workflow.signal(name="resume")
     def resume(self, scope: PauseScope) -> None:
