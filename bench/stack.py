@@ -17,12 +17,12 @@ from pathlib import Path
 
 import yaml
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from interlock import search
 from interlock.keys import ensure_dev_keys
 from interlock.policy import default_policy_text
 from interlock.settings import Settings
+from interlock.temporal import DATA_CONVERTER
 
 BIN = Path(sys.executable).parent
 
@@ -108,7 +108,7 @@ class DevServer:
         self.proc = None
 
     async def client(self) -> Client:
-        return await Client.connect(self.address, data_converter=pydantic_data_converter)
+        return await Client.connect(self.address, data_converter=DATA_CONVERTER)
 
 
 def make_settings(home: Path, lab_root: Path, address: str, **overrides: object) -> Settings:

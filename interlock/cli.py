@@ -294,27 +294,47 @@ def list_(
         if json_out:
             print_json(rows)
             return
-        table = Table("proposal", "status", "action", "service", "risk", "recommender", "submitted")
-        for r in rows:
-            # Text cells: a string cell would be read as rich markup, and the service is the
-            # recommender's own words until the checks find it in the catalog.
-            table.add_row(
-                *(
-                    Text(plain(value or ""))
-                    for value in (
-                        r["proposal_id"],
-                        r["status"],
-                        r["action"],
-                        r["service"],
-                        r["risk_tier"],
-                        r["recommender"],
-                        (r["submitted_at"] or "")[:19],
-                    )
-                )
-            )
-        out.print(table)
+        out.print(proposals_table(rows, out))
 
     run(body)
+
+
+LIST_COLUMNS = ("proposal", "status", "action", "service", "risk", "recommender", "submitted")
+
+
+def proposals_table(rows: list[dict[str, Any]], console: Console) -> Table:
+    """The proposals as a wide table, or, where that does not fit the terminal, the same cells
+    stacked two to a column (an 80-column terminal shows every value whole)."""
+    from interlock.tables import natural_width, stacked
+
+    # Text cells: a string cell would be read as rich markup, and the service is the
+    # recommender's own words until the checks find it in the catalog.
+    cells = [
+        [
+            plain(value or "")
+            for value in (
+                r["proposal_id"],
+                r["status"],
+                r["action"],
+                r["service"],
+                r["risk_tier"],
+                r["recommender"],
+                (r["submitted_at"] or "")[:19].replace("T", " "),
+            )
+        ]
+        for r in rows
+    ]
+    wide = Table(*LIST_COLUMNS)
+    for row in cells:
+        wide.add_row(*(Text(c) for c in row))
+    if natural_width(console, wide) <= console.width:
+        return wide
+    # proposal | status / risk | action / service | submitted / recommender
+    return stacked(
+        [("proposal",), ("status", "risk"), ("action", "service"), ("submitted", "by")],
+        # to the minute: the seconds are in the wide table and in --json
+        [[(c[0],), (c[1], c[4]), (c[2], c[3]), (c[6][:16], c[5])] for c in cells],
+    )
 
 
 @app.command()
@@ -333,19 +353,48 @@ def show(proposal_id: str, json_out: JsonFlag = False) -> None:
         if json_out:
             print_json({**state.model_dump(mode="json"), "trace_ids": traces})
         else:
-            render_state(state)
+            render_state(state, s)
             if traces:
                 out.print(f"\nTrace: {', '.join(traces)}  (interlock trace {proposal_id})", markup=False)
 
     run(body)
 
 
-def render_state(state: ProposalState) -> None:
+def governance_of(state: ProposalState, s: Settings) -> Any:
+    """The proposal's governance as the local policy file gives it, or None when that file is
+    not the policy version the proposal is governed by (then only what is missing is shown)."""
+    from datetime import UTC, datetime
+
+    from interlock.governance import Governance
+
+    if state.service is None or state.policy_version is None:
+        return None
+    try:
+        policy = load_policy(s.effective_policy_file)
+        if policy.version_id != state.policy_version:
+            return None
+        p = state.proposal
+        return Governance.from_policy(
+            policy, p.action, p.target.environment, state.service.canonical, p.recommender, datetime.now(UTC)
+        )
+    except (PolicyError, KeyError):
+        return None
+
+
+def render_state(state: ProposalState, s: Settings | None = None) -> None:
     from interlock.presentation import approval_details
 
+    gov = governance_of(state, s) if s is not None else None
     # Text objects: rich applies neither markup nor emoji codes to them, and approval_details
     # has already removed every escape sequence from what came from outside.
-    out.print(Text(approval_details(state, markdown=False)))
+    in_code = False
+    for line in approval_details(state, markdown=False, gov=gov).splitlines():
+        # Prose wraps at word boundaries to the terminal's width; commands and code (a diff)
+        # stay whole, so they can be copied as they are.
+        if line.startswith("```"):
+            in_code = not in_code
+        whole = in_code or line.startswith(("```", "    interlock "))
+        out.print(Text(line), soft_wrap=whole)
     if state.execution or state.verification or state.rollback:
         out.print(Text("\n### Execution"))
         for result in (

@@ -257,3 +257,59 @@ def not_cleared(report: EvidenceReport, settle_seconds: float) -> list[str]:
         for i in report.items
         if i.supports or not i.fetched
     ]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Someone in the roster who may still approve, and which missing requirements they meet."""
+
+    name: str
+    groups: tuple[str, ...]
+    fills: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StillNeeded:
+    """What the quorum still lacks (`missing`, as `quorum` words it) and who may supply it."""
+
+    approvals: int
+    groups: tuple[str, ...]
+    missing: str
+    candidates: tuple[Candidate, ...]
+    unsigned_allowed: bool
+
+
+def still_needed(
+    decisions: list[DecisionRecord], gov: Governance, tier: RiskTier, frozen: bool, recommender: str
+) -> StillNeeded:
+    """Who may still approve for the remaining quorum: the roster less the recommender, those
+    who have decided, and those outside the tier's groups (the rules `judge` applies).
+    `decisions` are those that count (see `current`)."""
+    rule = gov.rules[tier]
+    approvers = {d.approver for d in decisions if d.decision is DecisionKind.APPROVE}
+    decided = {d.approver for d in decisions}
+    approved_groups = {g for d in decisions if d.decision is DecisionKind.APPROVE for g in d.groups}
+    groups: list[str] = []
+    if rule.require_owner and gov.owner_group not in approved_groups:
+        groups.append(gov.owner_group)
+    if rule.require_group and rule.require_group not in approved_groups:
+        groups.append(rule.require_group)
+    if frozen and gov.emergency_group not in approved_groups:
+        groups.append(gov.emergency_group)
+    candidates = tuple(
+        Candidate(
+            name=name,
+            groups=tuple(entry.groups),
+            fills=tuple(g for g in groups if g in entry.groups),
+        )
+        for name, entry in sorted(gov.roster.items())
+        if name not in decided and name != recommender and gov.may_decide(name, tier, frozen) is None
+    )
+    _, missing = quorum(decisions, gov, tier, frozen)
+    return StillNeeded(
+        approvals=max(0, rule.approvals - len(approvers)),
+        groups=tuple(groups),
+        missing=missing,
+        candidates=candidates,
+        unsigned_allowed=rule.unsigned_allowed,
+    )

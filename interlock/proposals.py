@@ -33,6 +33,7 @@ from interlock.models import (
     RemediationInput,
 )
 from interlock.policy import Policy, format_validation_errors, validate_against_policy
+from interlock.presentation import static_details, static_summary
 
 WORKFLOW_TYPE = "RemediationWorkflow"
 
@@ -133,9 +134,9 @@ async def submit(
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             search_attributes=attributes if search_attributes else None,
             memo={"body_sha256": digest},
-            static_summary=(
-                f"{proposal.action} {service} ({proposal.target.environment}) by {proposal.recommender}"
-            ),
+            # The Web UI's list line and its first details, before the checks set current ones.
+            static_summary=static_summary(proposal, service),
+            static_details=static_details(proposal, service),
         )
         return Submission(proposal.proposal_id, handle.id, True, handle.result_run_id)
     except WorkflowAlreadyStartedError:

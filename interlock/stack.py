@@ -36,6 +36,29 @@ def temporal_binary() -> str:
     return found
 
 
+# What the banner suggests, in order: each works on a fresh stack (the lab starts healthy, so
+# the evidence only holds once a service is degraded; a restart is low risk, so one unsigned
+# approval completes it). tests/stack/test_first_steps.py runs them.
+FIRST_STEPS: tuple[tuple[str, str], ...] = (
+    ("Break something", "interlock lab degrade checkout-api"),
+    ("Propose a fix", "interlock example --id prop-0001 | interlock propose -"),
+    ("Read it", "interlock show prop-0001"),
+    ("Approve it", 'interlock approve prop-0001 --as alice --reason "evidence checked"'),
+    ("See it done", "interlock show prop-0001"),
+)
+
+
+def first_steps_text() -> str:
+    lines = ["Try it (the lab starts healthy; break it first):"]
+    lines += [f"  {i}. {what + ':':<17} {command}" for i, (what, command) in enumerate(FIRST_STEPS, 1)]
+    return "\n".join(lines).replace("[", "\\[") + "\n"
+
+
+def proposals_url(ui: str, namespace: str) -> str:
+    """The Web UI's workflow list showing proposals only (no dedup claims): bookmark it."""
+    return f"{ui}/namespaces/{namespace}/workflows?query=WorkflowType%3D%22RemediationWorkflow%22"
+
+
 def dev_server_command(home: Path, port: int, ui_port: int) -> list[str]:
     cmd = [
         temporal_binary(),
@@ -158,16 +181,16 @@ async def run_stack(
         console.print(
             "\n[bold]Interlock is up.[/bold]\n"
             f"  Temporal        {settings.temporal_address} (namespace {settings.temporal_namespace})\n"
-            f"  Web UI          {ui}/namespaces/{settings.temporal_namespace}/workflows\n"
+            f"  Web UI          {proposals_url(ui, settings.temporal_namespace)}\n"
             f"  Task queue      {settings.task_queue}\n"
             f"  State folder    {home}\n"
             f"  Policy          {settings.effective_policy_file or 'built-in default'}\n"
             f"  Lab             {settings.lab_dir} (interlock lab status)\n"
             f"  Intake API      http://{api.host}:{api.port} (/docs; interlock tokens create NAME)\n\n"
-            "Submit a proposal:   interlock example --id prop-0001 | interlock propose -\n"
-            "Then:                interlock list  |  interlock show ID  |  "
-            'interlock approve ID --as alice --reason "..."\n'
-            "Ctrl-C stops everything started here."
+            + first_steps_text()
+            + "\nCtrl-C stops everything started here.",
+            markup=True,
+            highlight=False,
         )
         stop_wait = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait(

@@ -1,10 +1,18 @@
-"""Connecting to Temporal with Interlock's one data converter, and the search attributes it needs."""
+"""Connecting to Temporal with Interlock's one data converter, and the search attributes it needs.
+
+`DATA_CONVERTER` is the one converter for the client, the worker, the test environments and the
+Replayer: pydantic payloads, and failures that read like answers (a refused decision carries a
+one-line reason and no stack trace; a mistyped field names the field and the expected shape).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
+import temporalio.api.failure.v1
+from pydantic import BaseModel, ValidationError
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -12,12 +20,84 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DefaultFailureConverter, PayloadConverter
+from temporalio.exceptions import ApplicationError, FailureError
 
 from interlock import search
+from interlock.models import DecisionInput
 from interlock.settings import Settings
 from interlock.tracing import tracing_interceptor
 
 log = logging.getLogger(__name__)
+
+
+# The inputs a person types (the Web UI's Update dialog): a decoding failure names their shape.
+_INPUT_MODELS: dict[str, type[BaseModel]] = {m.__name__: m for m in (DecisionInput,)}
+
+
+def expected_shape(model: type[BaseModel]) -> str:
+    """A model's fields as a JSON object with their types, e.g. `{"approver": string, ...}`."""
+    names = {str: "string", int: "integer", float: "number", bool: "true/false"}
+    fields = []
+    for name, info in model.model_fields.items():
+        kind = names.get(info.annotation, "string or null") if info.annotation is not None else "any"
+        fields.append(f'"{name}": {kind}')
+    return "{" + ", ".join(fields) + "}"
+
+
+def input_error(exc: ValidationError) -> str:
+    """One line for a payload the model refused: the field, what is wrong, the shape expected."""
+    problems = []
+    for e in exc.errors()[:3]:
+        where = ".".join(str(part) for part in e["loc"])
+        msg = str(e["msg"]).rstrip(".")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        problems.append(f"field {where!r}: {msg.lower()}" if where else msg.lower())
+    model = _INPUT_MODELS.get(exc.title)
+    shape = f"; expected {expected_shape(model)}" if model else ""
+    return f"invalid {exc.title}: {'; '.join(problems)}{shape}"[:400]
+
+
+class RefusalFailureConverter(DefaultFailureConverter):
+    """Refused input travels as a one-line ApplicationError without a stack trace.
+
+    A validator's refusal (ValueError, including gate.DecisionRefused) is an answer to the
+    person who asked, shown as is in the Web UI's Update dialog: the worker's frames mean
+    nothing to them. A payload the model cannot decode arrives as the SDK's
+    "Failed decoding arguments" wrapping a pydantic ValidationError: it becomes the
+    field-by-field reason. Every other failure keeps its stack trace for operators.
+    """
+
+    def to_failure(
+        self,
+        exception: BaseException,
+        payload_converter: PayloadConverter,
+        failure: temporalio.api.failure.v1.Failure,
+    ) -> None:
+        refusal = _refusal(exception)
+        if refusal is not None:
+            exception = ApplicationError(refusal[0], type=refusal[1])
+        super().to_failure(exception, payload_converter, failure)
+
+
+def _refusal(exception: BaseException) -> tuple[str, str] | None:
+    if isinstance(exception, FailureError):
+        return None
+    cause: Any = exception.__cause__
+    if isinstance(exception, RuntimeError) and isinstance(cause, ValidationError):
+        return input_error(cause), "InvalidInput"
+    if isinstance(exception, ValidationError):
+        return input_error(exception), "InvalidInput"
+    if isinstance(exception, ValueError):
+        line = " ".join(str(exception).split())
+        return line[:400], type(exception).__name__
+    return None
+
+
+DATA_CONVERTER = dataclasses.replace(
+    pydantic_data_converter, failure_converter_class=RefusalFailureConverter
+)
 
 
 class TemporalUnavailable(RuntimeError):
@@ -43,7 +123,7 @@ async def connect(settings: Settings) -> Client:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=DATA_CONVERTER,
             tls=tls if not api_key else (tls or True),
             api_key=api_key,
             # One trace per proposal: submission, the workflow and its activities share it.

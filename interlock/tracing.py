@@ -2,6 +2,8 @@
 
 Spans go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set, otherwise to a JSON-lines file
 in the state folder (`traces.jsonl`), which `interlock trace ID` reads back as a span tree.
+Either way a batch processor exports them on its own thread, outside the workflow sandbox (a
+span the workflow ends is only queued there: no file or network I/O inside the sandbox).
 A provider of our own (not the global one) per state folder, so tests and embedded stacks with
 different settings never share or fight over the process-wide provider.
 """
@@ -18,14 +20,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
-    SimpleSpanProcessor,
     SpanExporter,
     SpanExportResult,
 )
+from temporalio import workflow
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from interlock.settings import Settings
@@ -94,6 +97,40 @@ class JsonLinesSpanExporter(SpanExporter):
         return True
 
 
+# Short enough that `interlock trace` sees a proposal's spans moments after its steps.
+EXPORT_DELAY_MILLIS = 500
+
+
+class OutsideSandboxProcessor(SpanProcessor):
+    """Hands finished spans to a batch processor, which exports them on its own thread.
+
+    Spans the workflow starts and ends (the TracingInterceptor's RunWorkflow, StartActivity
+    and the like) end inside the workflow sandbox, where `open()` and sockets are refused: an
+    exporter called there fails with a traceback and the span is lost. Queuing is all that
+    happens here, with the sandbox's checks lifted for the queue's own bookkeeping
+    (`os.getpid`, a threading event); the export runs later on the processor's thread.
+    """
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._batch = BatchSpanProcessor(exporter, schedule_delay_millis=EXPORT_DELAY_MILLIS)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if workflow.unsafe.in_sandbox():
+            with workflow.unsafe.sandbox_unrestricted():
+                self._batch.on_end(span)
+        else:
+            self._batch.on_end(span)
+
+    def shutdown(self) -> None:
+        self._batch.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._batch.force_flush(timeout_millis)
+
+
 def tracer_provider(settings: Settings) -> TracerProvider:
     """The provider for these settings: OTLP/HTTP if an endpoint is set, else the JSON-lines file."""
     endpoint = settings.otlp_endpoint or None
@@ -105,12 +142,12 @@ def tracer_provider(settings: Settings) -> TracerProvider:
             if endpoint:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-                exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
-                provider.add_span_processor(BatchSpanProcessor(exporter))
+                exporter: SpanExporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
             else:
-                # Synchronous: a short-lived CLI process must not exit with spans still queued.
-                exporter_file = JsonLinesSpanExporter(settings.home_dir / TRACES_FILE)
-                provider.add_span_processor(SimpleSpanProcessor(exporter_file))
+                exporter = JsonLinesSpanExporter(settings.home_dir / TRACES_FILE)
+            # A short-lived CLI process flushes the queue at exit (shutdown_tracing, and the
+            # provider's own atexit hook).
+            provider.add_span_processor(OutsideSandboxProcessor(exporter))
             _providers[key] = provider
         return provider
 

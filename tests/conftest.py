@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from interlock import search
@@ -23,6 +22,7 @@ from interlock.keys import ensure_dev_keys
 from interlock.lab import Lab
 from interlock.policy import default_policy_text
 from interlock.settings import Settings
+from interlock.temporal import DATA_CONVERTER
 from worker.main import build_worker
 
 BIN = Path(sys.executable).parent
@@ -43,7 +43,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
         search_attributes=search.ALL,
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         dev_server_log_level="error",
     ) as env:
         yield env

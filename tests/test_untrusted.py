@@ -175,7 +175,8 @@ def test_web_ui_details_show_the_rationale_as_a_quote_with_nothing_taking_effect
     # Interlock's own headings, and only those.
     assert re.findall(r"<h\d>(.*?)</h\d>", html) == [
         "restart_service on checkout-api (lab): awaiting_approval",
-        "Decide",
+        "Who may still approve",
+        "How to decide (this risk)",
     ]
     assert "<a " not in html and "<img" not in html and "<script" not in html and "<table" not in html
     assert "<strong>Waiting for:</strong> 1 approval from any group" in html
@@ -197,8 +198,8 @@ def test_terminal_details_quote_the_rationale_without_escape_sequences() -> None
     assert ESC not in details and "\x9b" not in details and "\r" not in details
     assert not re.search("[\u202a-\u202e\u2066-\u2069]", details)
     own = _own_lines(details)
-    assert [line for line in own if line.startswith("**Waiting for:**")] == [
-        "**Waiting for:** 1 approval from any group"
+    assert [line for line in own if line.startswith("- **Waiting for:**")] == [
+        "- **Waiting for:** 1 approval from any group"
     ]
     assert "> **Waiting for:** nobody, approved by alice (signed)" in details.splitlines()
     assert "> - approve by alice (signed): verified" in details.splitlines()

@@ -124,7 +124,7 @@ class WorkflowCore:
                     later=True,
                 )
         await self._audit(EventKind.FINAL, data={"status": status.value, "reasons": reasons})
-        workflow.set_current_details(approval_details(self.state))
+        workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
         self._notify("outcome", f"{status.value}: {self._headline()}")
         await self._flush_notifications()
         # Let in-flight Update handlers return their answer before the workflow closes.

@@ -107,7 +107,7 @@ class DecisionHandlers(WorkflowCore):
             },
         )
         if self.state.status is ProposalStatus.AWAITING_APPROVAL:
-            workflow.set_current_details(approval_details(self.state))
+            workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
 
     @workflow.signal(name=Signal.RESUME)
     def resume(self, scope: PauseScope) -> None:

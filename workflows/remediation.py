@@ -228,7 +228,7 @@ class RemediationWorkflow(ExecutionStages, DecisionHandlers):
             self.state.waiting_for = self._missing()
             self._notify("awaiting_approval", f"Approval needed: {self._headline()}")
         self._announced = False
-        workflow.set_current_details(approval_details(self.state))
+        workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
         escalate_at, expire_at = self.w.escalate_at, self.w.expire_at
         assert escalate_at is not None and expire_at is not None
         while True:
@@ -299,7 +299,7 @@ class RemediationWorkflow(ExecutionStages, DecisionHandlers):
         self.w.pauses += [p for p in pre.pauses if p not in self.w.pauses]
         if self._active_pauses():
             self._set_status(ProposalStatus.PAUSED, self._pause_note())
-            workflow.set_current_details(approval_details(self.state))
+            workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
             held_by = [p.model_dump(mode="json") for p in self._active_pauses()]
             await self._audit(EventKind.PAUSED, data={"pauses": held_by})
             # Held, but still open to a rejection (the Update validator lets one through).

@@ -49,7 +49,7 @@ class ExecutionStages(WorkflowCore):
         # Fail closed: the start (and what led to it) is on record before anything touches a system.
         await self._audit(EventKind.EXECUTION_STARTED, data={"plan_hash": self.state.plan_hash})
         self._set_status(ProposalStatus.EXECUTING)
-        workflow.set_current_details(approval_details(self.state))
+        workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
         execution = self.state.execution = await self._playbook(
             Stage.EXECUTE, expected_digest=self.state.preview.playbooks_digest, abortable=True
         )

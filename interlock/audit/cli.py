@@ -237,28 +237,41 @@ def metrics_command(
     rows = [("all", metrics["overall"])]
     rows += [(g["group"] or "(none)", g) for g in metrics["groups"]]
     title = "approval metrics" + (f", proposals submitted in the last {since}" if since else "")
-    table = Table(title=title)
     headers = [by or "", "proposals", "MTTR mean", "MTTR median", "1st response", "backlog"]
     headers += ["oldest open", "override", "false rec.", "escalated", "exceptions"]
+    cells = [
+        [
+            label,
+            str(m["proposals"]),
+            _seconds(m["mttr_mean_seconds"]),
+            _seconds(m["mttr_median_seconds"]),
+            _seconds(m["first_response_median_seconds"]),
+            str(m["backlog"]),
+            _seconds(m["backlog_oldest_seconds"]),
+            _ratio(m["override_ratio"]),
+            _ratio(m["false_recommendation_ratio"]),
+            _ratio(m["escalation_ratio"]),
+            str(m["audit_exceptions"]),
+        ]
+        for label, m in rows
+    ]
+    for table in metrics_tables(title, headers, cells, out):
+        out.print(table)
+
+
+def metrics_tables(title: str, headers: list[str], cells: list[list[str]], console: Console) -> list[Table]:
+    """One wide table when it fits the terminal; otherwise the metrics as rows, one column per
+    group (as many tables as it takes), so no number is cut at 80 columns."""
+    from interlock.tables import natural_width, transposed
+
+    table = Table(title=title)
     for i, header in enumerate(headers):
         table.add_column(header, justify="left" if i == 0 else "right")
-    for label, m in rows:
-        table.add_row(
-            *_cells(
-                label,
-                str(m["proposals"]),
-                _seconds(m["mttr_mean_seconds"]),
-                _seconds(m["mttr_median_seconds"]),
-                _seconds(m["first_response_median_seconds"]),
-                str(m["backlog"]),
-                _seconds(m["backlog_oldest_seconds"]),
-                _ratio(m["override_ratio"]),
-                _ratio(m["false_recommendation_ratio"]),
-                _ratio(m["escalation_ratio"]),
-                str(m["audit_exceptions"]),
-            )
-        )
-    out.print(table)
+    for row in cells:
+        table.add_row(*_cells(*row))
+    if natural_width(console, table) <= console.width:
+        return [table]
+    return transposed(title, [headers[0] or "metric", *headers[1:]], cells, console.width)
 
 
 # --- Histories: replay, reconcile, export ------------------------------------------------------

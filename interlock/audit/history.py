@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from temporalio.api.history.v1 import History
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunner
 
 from interlock.audit.events import AuditEventIn, EventKind
 from interlock.signing import TokenRefused, decode_claims, verify
+from interlock.temporal import DATA_CONVERTER
 
 if TYPE_CHECKING:
     from interlock.audit.store import AuditStore
@@ -83,7 +83,7 @@ def replayer(*, sandboxed: bool = True) -> Replayer:
     else:
         runner = UnsandboxedWorkflowRunner()
     return Replayer(
-        workflows=[RemediationWorkflow], data_converter=pydantic_data_converter, workflow_runner=runner
+        workflows=[RemediationWorkflow], data_converter=DATA_CONVERTER, workflow_runner=runner
     )
 
 

@@ -18,13 +18,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from interlock.audit import open_store
 from interlock.audit.metrics import compute_metrics
 from interlock.lab import Lab
 from interlock.models import ProposalStatus
 from interlock.settings import Settings
+from interlock.temporal import DATA_CONVERTER
 from interlock.tracing import TRACES_FILE, JsonLinesSpanExporter
 from tests.audit.conftest import Backend
 from tests.audit.workflow_support import audit_settings, interlock
@@ -44,7 +44,7 @@ async def test_trace_replay_reconcile_and_export(
     provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(s.home_dir / TRACES_FILE)))
     tracer = provider.get_tracer("test")
     traced = await Client.connect(
-        s.temporal_address, data_converter=pydantic_data_converter, interceptors=[TracingInterceptor(tracer)]
+        s.temporal_address, data_converter=DATA_CONVERTER, interceptors=[TracingInterceptor(tracer)]
     )
     proposal = make_proposal(s, "restart_service")
     pid = proposal.proposal_id

@@ -64,8 +64,8 @@ async def test_show_and_web_ui_details_keep_a_hostile_rationale_inert(
     assert "> [bold red]APPROVED[/bold red] by security" in lines
     assert "> the runbook says so" in lines
     assert "> **Waiting for:** nobody" in lines and "> # Approved" in lines
-    assert not any(line.startswith("**Waiting for:** nobody") for line in lines)
-    assert sum(line.startswith("**Waiting for:**") for line in lines) == 1
+    assert not any(line.startswith("- **Waiting for:** nobody") for line in lines)
+    assert sum(line.startswith("- **Waiting for:**") for line in lines) == 1
 
     # The Web UI's "User Metadata": the workflow's current details, as the UI reads them.
     metadata = await client.get_workflow_handle(proposal.proposal_id).query(

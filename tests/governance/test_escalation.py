@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from interlock.audit import open_store
@@ -19,6 +18,7 @@ from interlock.models import ProposalStatus
 from interlock.policy import load_policy
 from interlock.proposals import get_state, submit, wait_until_settled
 from interlock.settings import Settings
+from interlock.temporal import DATA_CONVERTER
 from tests.conftest import time_skipping_server_bin
 from tests.governance.support import wait_for
 from tests.support import final, make_proposal
@@ -28,7 +28,7 @@ from worker.main import build_worker
 @pytest_asyncio.fixture(scope="module")
 async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=time_skipping_server_bin(), data_converter=pydantic_data_converter
+        test_server_existing_path=time_skipping_server_bin(), data_converter=DATA_CONVERTER
     ) as env:
         yield env
 

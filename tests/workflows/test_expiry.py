@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from interlock.lab import Lab
@@ -14,6 +13,7 @@ from interlock.models import ProposalStatus
 from interlock.policy import load_policy
 from interlock.proposals import get_state, submit, wait_until_settled
 from interlock.settings import Settings
+from interlock.temporal import DATA_CONVERTER
 from tests.conftest import time_skipping_server_bin
 from tests.support import make_proposal
 from worker.main import build_worker
@@ -22,7 +22,7 @@ from worker.main import build_worker
 @pytest_asyncio.fixture(scope="module")
 async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=time_skipping_server_bin(), data_converter=pydantic_data_converter
+        test_server_existing_path=time_skipping_server_bin(), data_converter=DATA_CONVERTER
     ) as env:
         yield env
 

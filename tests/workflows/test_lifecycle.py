@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from interlock.examples import example_proposal
@@ -16,6 +15,7 @@ from interlock.models import ProposalStatus, Stage
 from interlock.policy import load_policy
 from interlock.proposals import parse_proposal
 from interlock.settings import Settings
+from interlock.temporal import DATA_CONVERTER
 from tests.support import (
     approve,
     final,
@@ -36,7 +36,7 @@ async def check_replays(client: Client, workflow_id: str, name: str) -> None:
     """Today's code must replay the history it just wrote; optionally record it for the suite."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     await Replayer(
-        workflows=[RemediationWorkflow], data_converter=pydantic_data_converter
+        workflows=[RemediationWorkflow], data_converter=DATA_CONVERTER
     ).replay_workflow(history)
     if os.environ.get("INTERLOCK_RECORD_HISTORIES"):
         (HISTORIES / f"{name}.json").write_text(history.to_json())
