@@ -40,7 +40,8 @@ def expected_shape(model: type[BaseModel]) -> str:
     names = {str: "string", int: "integer", float: "number", bool: "true/false"}
     fields = []
     for name, info in model.model_fields.items():
-        kind = names.get(info.annotation, "string or null") if info.annotation is not None else "any"
+        annotation: Any = info.annotation
+        kind = names.get(annotation, "string or null") if annotation is not None else "any"
         fields.append(f'"{name}": {kind}')
     return "{" + ", ".join(fields) + "}"
 

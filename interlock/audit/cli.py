@@ -368,7 +368,7 @@ def replay(
     )
     from interlock.audit.history import replay as replay_history
 
-    if sum(x is not None and x is not False for x in (history_file, workflow_id, all_ or None)) != 1:
+    if sum(x is not None for x in (history_file, workflow_id, all_ or None)) != 1:
         fail("give exactly one of --history FILE, --workflow-id ID or --all", 2)
     if since is not None and not all_:
         fail("--since goes with --all", 2)

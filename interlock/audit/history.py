@@ -318,6 +318,7 @@ def read_history(history: WorkflowHistory) -> HistoryFacts:
     facts = HistoryFacts(history.workflow_id, run_id=history.run_id if _starts(history) else "")
     scheduled: dict[int, tuple[str, Any]] = {}
     updates: dict[str, tuple[str, Any]] = {}
+    attrs: Any  # one event kind's attributes at a time
     for event in history.events:
         at = event.event_time.ToDatetime(tzinfo=UTC)
         item = TimelineItem(at, event.event_id, "")
@@ -658,6 +659,7 @@ def check_signatures(facts: HistoryFacts, policy: Policy) -> list[dict[str, Any]
                     plan_hash=candidate,
                     now=t["at"],
                     seen_nonces=frozenset(),
+                    max_lifetime=policy.token_max_lifetime,
                 )
                 outcome.update(valid=True, detail=f"signature by {claims.approver} verified")
                 break
