@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
@@ -35,9 +37,7 @@ def make_proposal(settings: Settings, action: str = "restart_service", **kw: Any
     return parse_proposal(doc, load_policy(settings.effective_policy_file))
 
 
-async def propose(
-    client: Client, settings: Settings, task_queue: str, proposal: Proposal
-) -> ProposalState:
+async def propose(client: Client, settings: Settings, task_queue: str, proposal: Proposal) -> ProposalState:
     policy = load_policy(settings.effective_policy_file)
     await submit(client, proposal, task_queue, policy)
     return await wait_until_settled(client, proposal.proposal_id, timeout=120)
@@ -51,8 +51,12 @@ async def approve(
 
 
 async def signed(
-    client: Client, settings: Settings, proposal_id: str, approver: str,
-    decision: str = "approve", reason: str = "checked",
+    client: Client,
+    settings: Settings,
+    proposal_id: str,
+    approver: str,
+    decision: str = "approve",
+    reason: str = "checked",
 ) -> DecisionResult:
     token = await sign_decision(client, settings.keys_dir, proposal_id, decision, approver, reason)
     return await decide(client, proposal_id, decision, DecisionInput(token=token))
@@ -98,3 +102,22 @@ async def visible(client: Client, query: str) -> None:
             return
         await asyncio.sleep(0.25)
     raise TimeoutError(f"nothing matches {query}")
+
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def replays_and_recorded(
+    client: Client, workflow_id: str, name: str, run_id: str | None = None
+) -> None:
+    """Today's code must replay the history a test just wrote; with INTERLOCK_RECORD_HISTORIES=1
+    it is also stored in tests/histories, which tests/workflows/test_replay.py replays forever."""
+    from temporalio.worker import Replayer
+
+    from interlock.temporal import DATA_CONVERTER
+    from workflows.remediation import RemediationWorkflow
+
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    await Replayer(workflows=[RemediationWorkflow], data_converter=DATA_CONVERTER).replay_workflow(history)
+    if os.environ.get("INTERLOCK_RECORD_HISTORIES"):
+        (HISTORIES / f"{name}.json").write_text(history.to_json())

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from interlock.presentation import approval_details
     from interlock.search import SA_STATUS
+    from workflows import patches
 
 T = TypeVar("T")
 
@@ -58,13 +59,11 @@ AUDIT_RETRY = RetryPolicy(
 # A flood of duplicates is counted in full but kept in full only this far (history and query size).
 MAX_RECORDED_DUPLICATES = 50
 
-PLAYBOOK_QUEUE_PATCH = "playbooks-on-own-task-queue"
-# Audit events recorded back to back go to the store in one activity (one transaction).
-AUDIT_BATCH_PATCH = "audit-events-batched"
-# A continued run re-derives governance from the policy instead of adopting the carried one.
-REDERIVE_PATCH = "continued-run-rederives-governance"
-# A duplicate is attached only when its dedup key is the owner's.
-DUPLICATE_KEY_PATCH = "duplicate-needs-owner-key"
+# The workflow's patches, each with its exit plan: workflows/patches.py.
+PLAYBOOK_QUEUE_PATCH = patches.PLAYBOOK_QUEUE.name
+AUDIT_BATCH_PATCH = patches.AUDIT_BATCH.name
+REDERIVE_PATCH = patches.REDERIVE.name
+DUPLICATE_KEY_PATCH = patches.DUPLICATE_KEY.name
 
 
 class WorkflowCore:

@@ -17,7 +17,7 @@ from interlock.lab import Lab
 from interlock.models import DecisionInput, Pause, PauseScope, ProposalStatus, RiskTier
 from interlock.proposals import DecisionRefused, decide, get_state, sign_decision
 from interlock.settings import Settings
-from tests.support import final, make_proposal, propose
+from tests.support import final, make_proposal, propose, replays_and_recorded
 from worker.main import build_worker
 
 LIMIT = 120
@@ -73,5 +73,8 @@ async def test_decisions_and_nonces_survive_continue_as_new(
         result = await decide(client, proposal.proposal_id, "approve", DecisionInput(token=second))
         assert result.status is ProposalStatus.EXECUTING
         done = await final(client, proposal.proposal_id)
+        # Both runs replay: the first continued as new, the second re-derived and re-judged.
+        await replays_and_recorded(client, proposal.proposal_id, "continued_first_run", first_run)
+        await replays_and_recorded(client, proposal.proposal_id, "continued_second_run")
     assert done.status is ProposalStatus.COMPLETED, done.reasons
     assert [d.approver for d in done.decisions] == ["bob", "alice"]

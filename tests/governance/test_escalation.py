@@ -21,7 +21,7 @@ from interlock.settings import Settings
 from interlock.temporal import DATA_CONVERTER
 from tests.conftest import time_skipping_server_bin
 from tests.governance.support import wait_for
-from tests.support import final, make_proposal
+from tests.support import final, make_proposal, replays_and_recorded
 from worker.main import build_worker
 
 
@@ -92,6 +92,7 @@ async def test_unanswered_proposal_escalates_at_t1_and_expires_at_t2(
 
         await skipping_env.sleep(timedelta(hours=1))
         done = await final(client, proposal.proposal_id)
+        await replays_and_recorded(client, proposal.proposal_id, "escalated_then_expired")
         [outcome] = await notifications(log, "outcome")
 
     assert done.status is ProposalStatus.EXPIRED

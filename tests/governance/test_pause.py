@@ -20,7 +20,7 @@ from interlock.proposals import DecisionRefused, decide
 from interlock.settings import Settings
 from tests.conftest import cli_env
 from tests.governance.support import wait_for
-from tests.support import approve, final, make_proposal, propose
+from tests.support import approve, final, make_proposal, propose, replays_and_recorded
 from worker.main import build_worker
 
 INTERLOCK = str(Path(sys.executable).parent / "interlock")
@@ -82,6 +82,7 @@ async def test_pause_holds_an_approved_proposal_until_resumed(
 
         await interlock(s, task_queue, "resume", *scope)
         done = await final(client, proposal.proposal_id)
+        await replays_and_recorded(client, proposal.proposal_id, "paused_then_resumed")
 
     assert done.status is ProposalStatus.COMPLETED, done.reasons
     assert fresh_lab.status()["services"]["checkout-api"]["pid"] != before
