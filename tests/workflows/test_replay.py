@@ -24,6 +24,14 @@ HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 def test_the_three_histories_are_committed() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"approved_restart", "rejected_rollback", "rolled_back_v0"} <= names
+    # and the long ways through the gate: continue-as-new (both runs), escalation then expiry,
+    # a pause then a resume
+    assert {
+        "continued_first_run",
+        "continued_second_run",
+        "escalated_then_expired",
+        "paused_then_resumed",
+    } <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
