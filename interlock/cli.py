@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from interlock.contracts import Signal
 from interlock.dedup import DedupUnsettled
 from interlock.models import Channel, DecisionInput, ProposalState
 from interlock.policy import PolicyError, load_policy
@@ -638,7 +639,7 @@ def pause(
 
     async def body() -> None:
         client = await connect(s)
-        n = await broadcast(client, "pause", record, _scope_query(scope))
+        n = await broadcast(client, Signal.PAUSE, record, _scope_query(scope))
         if json_out:
             print_json({"paused": scope.describe(), "signalled": n})
         else:
@@ -668,7 +669,7 @@ def resume(
 
     async def body() -> None:
         client = await connect(s)
-        n = await broadcast(client, "resume", scope, _scope_query(scope))
+        n = await broadcast(client, Signal.RESUME, scope, _scope_query(scope))
         if json_out:
             print_json({"resumed": scope.describe(), "pauses_ended": ended, "signalled": n})
         else:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -22,6 +22,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from interlock import search
+from interlock.contracts import Query, Update, Workflow
 from interlock.dedup import claim_or_attach
 from interlock.models import (
     Channel,
@@ -35,7 +36,7 @@ from interlock.models import (
 from interlock.policy import Policy, format_validation_errors, validate_against_policy
 from interlock.presentation import static_details, static_summary
 
-WORKFLOW_TYPE = "RemediationWorkflow"
+WORKFLOW_TYPE = Workflow.REMEDIATION.value
 
 
 class ProposalInvalid(ValueError):
@@ -153,11 +154,14 @@ async def submit(
 async def get_state(client: Client, proposal_id: str) -> ProposalState:
     handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(proposal_id)
     try:
-        return await handle.query("status", result_type=ProposalState)
+        return await handle.query(Query.STATUS, result_type=ProposalState)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise ProposalNotFound(f"no proposal {proposal_id!r}") from None
         raise
+    except WorkflowQueryFailedError as exc:
+        # A run whose input was refused (rejected_by_checks before it had a proposal) has no state.
+        raise ProposalNotFound(f"{proposal_id!r} is not a proposal: {exc.message}") from None
 
 
 async def wait_until_settled(
@@ -196,7 +200,7 @@ async def decide(
 
     handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(proposal_id)
     try:
-        return await handle.execute_update(decision, inp, result_type=DecisionResult)
+        return await handle.execute_update(Update(decision), inp, result_type=DecisionResult)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         message = getattr(cause, "message", None) or str(cause or exc)

@@ -23,6 +23,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunner
 
 from interlock.audit.events import AuditEventIn, EventKind
+from interlock.contracts import Activity, Workflow
 from interlock.signing import TokenRefused, decode_claims, verify
 from interlock.temporal import DATA_CONVERTER
 
@@ -30,9 +31,9 @@ if TYPE_CHECKING:
     from interlock.audit.store import AuditStore
     from interlock.policy import Policy
 
-WORKFLOW_TYPE = "RemediationWorkflow"
-AUDIT_ACTIVITY = "record_audit_event"
-AUDIT_BATCH_ACTIVITY = "record_audit_events"  # {"events": [...]}: one transaction
+WORKFLOW_TYPE = Workflow.REMEDIATION.value
+AUDIT_ACTIVITY = Activity.RECORD_AUDIT_EVENT.value
+AUDIT_BATCH_ACTIVITY = Activity.RECORD_AUDIT_EVENTS.value  # {"events": [...]}: one transaction
 
 
 class HistoryInvalid(ValueError):
@@ -286,12 +287,12 @@ class HistoryFacts:
 def _activity_summary(name: str, value: Any) -> str:
     if not isinstance(value, dict):
         return ""
-    if name == "check_proposal":
+    if name == Activity.CHECK_PROPOSAL:
         reasons = "; ".join(value.get("reasons") or [])
         return f"{'passed' if value.get('ok') else 'failed'}, policy {value.get('policy_version')}" + (
             f": {reasons}" if reasons else ""
         )
-    if name == "run_playbook":
+    if name == Activity.RUN_PLAYBOOK:
         tasks = value.get("tasks") or []
         changed = sum(1 for t in tasks if t.get("changed"))
         error = f": {value['error']}" if value.get("error") else ""
@@ -347,7 +348,7 @@ def read_history(history: WorkflowHistory) -> HistoryFacts:
                 for audit_event in _audit_events(name, inp):
                     facts.audit_events[audit_event["event_id"]] = audit_event
                 continue
-            if name == "notify":
+            if name == Activity.NOTIFY:
                 continue
             item.what = name
             item.detail = _activity_summary(name, _first(attrs.result))
