@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from interlock.activities.ansible import PlaybookRunner, ansible_env, playbooks_digest
+from interlock.worker.main import build_worker
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
-from activities.ansible import PlaybookRunner, ansible_env, playbooks_digest
 from bench.bare import BareInput, BareWorkflow, bare_step
 from bench.measure import (
     Figure,
@@ -47,7 +48,6 @@ from interlock.models import DecisionInput, PlaybookRun, ProposalStatus, Stage
 from interlock.policy import load_policy
 from interlock.proposals import decide, get_state, parse_proposal, submit, wait_until_final
 from interlock.settings import Settings
-from worker.main import build_worker
 
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parent.parent

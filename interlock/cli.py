@@ -176,7 +176,7 @@ def worker(
     """Run only a worker against TEMPORAL_ADDRESS (for production); SIGTERM stops it gracefully."""
     import logging
 
-    from worker.main import is_alive, run_worker
+    from interlock.worker.main import is_alive, run_worker
 
     s = settings()
     if alive:

@@ -22,7 +22,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+import interlock.playbooks
+
+# The built-in playbooks: package data of interlock.playbooks (the top-level playbooks/ folder of a
+# source checkout, or site-packages/interlock/playbooks when installed from a wheel).
+BUILTIN_PLAYBOOKS = Path(interlock.playbooks.__file__).resolve().parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Temporal warns at 10,240 events; continue-as-new must happen well before that.
 HISTORY_WARNING_EVENTS = 10_240
@@ -123,7 +127,7 @@ class Settings(BaseSettings):
         description="Policy YAML (default: the state folder's policy.yaml, else the built-in one).",
     )
     playbooks_dir: Path = Field(
-        REPO_ROOT / "playbooks", validation_alias=_env("INTERLOCK_PLAYBOOKS"),
+        BUILTIN_PLAYBOOKS, validation_alias=_env("INTERLOCK_PLAYBOOKS"),
         description="ansible-runner private_data_dir with the playbooks.",
     )
     lab_root: Path | None = Field(

@@ -136,7 +136,7 @@ async def run_stack(
     from interlock.api import serve
     from interlock.audit.exporter import serve_metrics
     from interlock.lab import Lab
-    from worker.main import build_worker
+    from interlock.worker.main import build_worker
 
     api = api or ApiSettings()
 

@@ -16,6 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from interlock.workflows import patches
     from pydantic import ValidationError
 
     from interlock import gate
@@ -38,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from interlock.presentation import approval_details
     from interlock.search import SA_STATUS
-    from workflows import patches
 
 T = TypeVar("T")
 

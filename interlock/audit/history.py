@@ -74,7 +74,7 @@ def replayer(*, sandboxed: bool = True) -> Replayer:
     sandbox refuses (clock, randomness, I/O) fails the replay as it would fail a live worker.
     Unsandboxed, replay still checks that the code issues the commands the history records.
     """
-    from workflows.remediation import RemediationWorkflow
+    from interlock.workflows.remediation import RemediationWorkflow
 
     runner: WorkflowRunner
     if sandboxed:
@@ -190,7 +190,7 @@ def _process_context(sandboxed: bool) -> multiprocessing.context.BaseContext:
         # The fork server (one per process) imports these once and each worker process forks
         # from it ready to replay. Two histories in a pool of two took 1.2 s the first time,
         # 0.35 s once the fork server ran; with spawn, 3.5 s every time.
-        modules = ["interlock.audit.history", "workflows.remediation"]
+        modules = ["interlock.audit.history", "interlock.workflows.remediation"]
         context.set_forkserver_preload([*modules, "interlock.sandbox"] if sandboxed else modules)
         return context
     return multiprocessing.get_context("spawn")

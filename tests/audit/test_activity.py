@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from interlock.activities.audit import AuditRecorder
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.audit import AuditRecorder
 from interlock.audit import open_store
 from interlock.audit.events import AuditBatch
 from interlock.audit.store import AuditStoreError

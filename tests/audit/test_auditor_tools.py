@@ -13,6 +13,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from interlock.worker.main import build_worker
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -30,7 +31,6 @@ from tests.audit.conftest import Backend
 from tests.audit.workflow_support import audit_settings, interlock
 from tests.conftest import temporal_cli
 from tests.support import final, make_proposal, propose, signed
-from worker.main import build_worker
 
 
 async def test_trace_replay_reconcile_and_export(

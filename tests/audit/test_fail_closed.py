@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.audit import open_store
@@ -24,7 +25,6 @@ from interlock.settings import Settings
 from tests.audit.conftest import PG_URL, Backend, pg_dsn, with_options
 from tests.audit.workflow_support import audit_settings, wait_for
 from tests.support import approve, final, make_proposal, propose
-from worker.main import build_worker
 
 
 @pytest.fixture

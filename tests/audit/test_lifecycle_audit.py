@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.audit import open_store
@@ -20,7 +21,6 @@ from interlock.settings import Settings
 from tests.audit.conftest import PG_URL, Backend, with_options
 from tests.audit.workflow_support import audit_settings
 from tests.support import approve, final, make_proposal, propose
-from worker.main import build_worker
 
 BEFORE_DECISION = ["submitted", "evidence_checked", "risk_assessed", "preview"]
 EXECUTION = ["execution_started", "execution_finished", "verification"]

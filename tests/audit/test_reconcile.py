@@ -8,6 +8,7 @@ import json
 import uuid
 from pathlib import Path
 
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.audit import open_store
@@ -20,7 +21,6 @@ from tests.audit.conftest import Backend
 from tests.audit.sample import event, lifecycle
 from tests.audit.workflow_support import audit_settings, interlock
 from tests.support import make_proposal, propose
-from worker.main import build_worker
 
 
 async def test_a_terminated_run_and_a_vanished_history_are_audit_exceptions(

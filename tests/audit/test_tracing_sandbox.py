@@ -9,6 +9,7 @@ import logging
 import uuid
 
 import pytest
+from interlock.worker.main import build_worker
 from typer.testing import CliRunner
 
 from interlock import tracing
@@ -17,7 +18,6 @@ from interlock.lab import Lab
 from interlock.settings import Settings
 from interlock.temporal import connect
 from tests.support import approve, final, make_proposal, propose
-from worker.main import build_worker
 
 
 async def test_workflow_activity_and_task_spans_reach_interlock_trace(

@@ -10,6 +10,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from interlock.worker.main import build_worker
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import Client
 
@@ -18,7 +19,6 @@ from interlock.models import DecisionInput, Pause, PauseScope, ProposalStatus, R
 from interlock.proposals import DecisionRefused, decide, get_state, sign_decision
 from interlock.settings import Settings
 from tests.support import final, make_proposal, propose, replays_and_recorded
-from worker.main import build_worker
 
 LIMIT = 120
 

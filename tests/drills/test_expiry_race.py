@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import yaml
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.lab import Lab
@@ -30,7 +31,6 @@ from tests.drills.support import (
     check_changes,
     submit_many,
 )
-from worker.main import build_worker
 
 TIMEOUT = timedelta(seconds=3)
 # When each approval is sent, relative to the expiry deadline (seconds).

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
+from interlock.activities.checks import ProposalChecks
 from temporalio.testing import ActivityEnvironment
 
-from activities.checks import ProposalChecks
 from interlock.examples import example_proposal
 from interlock.governance import Assessment
 from interlock.lab import Lab

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from interlock.activities.checks import ProposalChecks
 from temporalio.testing import ActivityEnvironment
 
-from activities.checks import ProposalChecks
 from interlock.examples import example_proposal
 from interlock.lab import Lab
 from interlock.policy import PolicyError, default_policy_text, load_policy, parse_policy

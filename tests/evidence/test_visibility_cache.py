@@ -6,8 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from activities.records import FACTS_MAX_AGE_SECONDS, VisibilityCache, _window_start
+from interlock.activities.records import FACTS_MAX_AGE_SECONDS, VisibilityCache, _window_start
 
 
 async def test_concurrent_asks_of_one_query_share_one_answer() -> None:

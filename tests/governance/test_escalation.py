@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
+from interlock.worker.main import build_worker
 from temporalio.testing import WorkflowEnvironment
 
 from interlock.audit import open_store
@@ -22,7 +23,6 @@ from interlock.temporal import DATA_CONVERTER
 from tests.conftest import time_skipping_server_bin
 from tests.governance.support import wait_for
 from tests.support import final, make_proposal, replays_and_recorded
-from worker.main import build_worker
 
 
 @pytest_asyncio.fixture(scope="module")

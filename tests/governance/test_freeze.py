@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.lab import Lab
@@ -13,7 +14,6 @@ from interlock.models import ProposalStatus, RiskTier
 from interlock.proposals import get_state
 from interlock.settings import Settings
 from tests.support import final, make_proposal, propose, signed
-from worker.main import build_worker
 
 
 def _freeze_now(doc: dict[str, Any]) -> None:

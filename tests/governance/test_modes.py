@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.governance import AUTO_APPROVER
@@ -17,7 +18,6 @@ from interlock.policy import PolicyError, default_policy_text, parse_policy
 from interlock.proposals import DecisionRefused
 from interlock.settings import Settings
 from tests.support import approve, final, make_proposal, propose
-from worker.main import build_worker
 
 
 def _auto_for_low(doc: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.audit import open_store
@@ -21,7 +22,6 @@ from interlock.settings import Settings
 from tests.conftest import cli_env
 from tests.governance.support import wait_for
 from tests.support import approve, final, make_proposal, propose, replays_and_recorded
-from worker.main import build_worker
 
 INTERLOCK = str(Path(sys.executable).parent / "interlock")
 

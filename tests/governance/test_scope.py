@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.audit import open_store
@@ -13,7 +14,6 @@ from interlock.lab import Lab
 from interlock.models import ProposalStatus
 from interlock.settings import Settings
 from tests.support import final, make_proposal, propose
-from worker.main import build_worker
 
 
 def _scoped(doc: dict[str, Any]) -> None:

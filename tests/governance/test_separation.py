@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.gate import quorum
@@ -17,7 +18,6 @@ from interlock.policy import load_policy
 from interlock.proposals import DecisionRefused, decide, get_state
 from interlock.settings import Settings
 from tests.support import approve, final, make_proposal, propose, signed, update_events
-from worker.main import build_worker
 
 
 async def test_recommender_cannot_approve_its_own_proposal(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 from typer.testing import CliRunner
 
@@ -26,7 +27,6 @@ from interlock.signing import TokenRefused, _b64, _unb64, generate_key, load_pri
 from tests.conftest import cli_env
 from tests.governance.support import wait_for
 from tests.support import final, make_proposal, propose, update_events
-from worker.main import build_worker
 
 
 async def _token(settings: Settings, client: Client, proposal_id: str, approver: str = "alice") -> str:

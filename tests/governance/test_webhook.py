@@ -11,17 +11,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from interlock.activities.gate import GateActivities
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
-from activities.gate import GateActivities
 from interlock.lab import Lab
 from interlock.models import DecisionInput, Notification, ProposalStatus
 from interlock.proposals import decide
 from interlock.settings import Settings
 from tests.governance.support import wait_for
 from tests.support import final, make_proposal, propose
-from worker.main import build_worker
 
 UI = "http://localhost:8233"
 

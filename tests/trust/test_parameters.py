@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from interlock.activities.ansible import declared_parameters, playbook_variables
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.ansible import declared_parameters, playbook_variables
 from interlock.governance import RemediationRun
 from interlock.lab import Lab
 from interlock.models import ProposalStatus

@@ -38,7 +38,10 @@ IO_LIBRARIES = (
 
 
 def module_name(path: Path) -> str:
+    """The installed name: workflows/, activities/ and worker/ install inside `interlock`."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[0] != "interlock":
+        parts.insert(0, "interlock")
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -141,16 +144,20 @@ def test_workflows_import_only_the_domain_and_themselves() -> None:
     problems = [
         f"{name} imports {imported}"
         for name in edges
-        if name.startswith("workflows")
+        if name.startswith("interlock.workflows")
         for imported in edges[name]
-        if not (imported in DOMAIN or imported.startswith("workflows"))
+        if not (imported in DOMAIN or imported.startswith("interlock.workflows"))
     ]
     assert problems == []
 
 
 def test_activities_and_stores_never_import_the_entry_points() -> None:
     edges = graph()
-    top = ("interlock.cli", "interlock.api", "worker", "interlock.mcp")
-    lower = [n for n in edges if n.startswith(("activities", "interlock.audit.store", "interlock.evidence"))]
+    top = ("interlock.cli", "interlock.api", "interlock.worker", "interlock.mcp")
+    lower = [
+        n
+        for n in edges
+        if n.startswith(("interlock.activities", "interlock.audit.store", "interlock.evidence"))
+    ]
     problems = [f"{n} imports {i}" for n in lower for i in edges[n] if i.startswith(top)]
     assert problems == []

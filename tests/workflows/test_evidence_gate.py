@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest_asyncio
 import yaml
+from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.lab import Lab
@@ -19,7 +20,6 @@ from interlock.models import Proposal, ProposalState, ProposalStatus
 from interlock.settings import Settings
 from tests.conftest import cli_env
 from tests.support import approve, final, make_proposal, new_id, propose, scored, submit_only, visible
-from worker.main import build_worker
 
 ALERT = "high_error_rate"
 # Short enough that the preview outlasts it, so approval always comes after it.

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest_asyncio
+from interlock.worker.main import build_worker
 from temporalio.testing import WorkflowEnvironment
 
 from interlock.lab import Lab
@@ -16,7 +17,6 @@ from interlock.settings import Settings
 from interlock.temporal import DATA_CONVERTER
 from tests.conftest import time_skipping_server_bin
 from tests.support import make_proposal
-from worker.main import build_worker
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from interlock.workflows.remediation import RemediationWorkflow
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
@@ -27,7 +28,6 @@ from tests.support import (
     submit_only,
     visible,
 )
-from workflows.remediation import RemediationWorkflow
 
 HISTORIES = Path(__file__).parent.parent / "histories"
 

@@ -10,14 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from interlock.workflows import patches
+from interlock.workflows.patches import PATCHES, Patch, Step
+from interlock.workflows.remediation import RemediationWorkflow
 from temporalio import workflow
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from interlock.audit.history import load_history
 from interlock.temporal import DATA_CONVERTER
-from workflows import patches
-from workflows.patches import PATCHES, Patch, Step
-from workflows.remediation import RemediationWorkflow
 
 ROOT = Path(__file__).parents[2]
 HISTORIES = sorted((ROOT / "tests" / "histories").glob("*.json"))
@@ -30,7 +30,7 @@ def test_every_patch_the_workflow_calls_is_registered_with_its_plan() -> None:
     names = {value.name for value in vars(patches).values() if isinstance(value, Patch)}
     assert names == registered
     # Called through the constants of workflows/core.py, which are the registry's names.
-    from workflows import core
+    from interlock.workflows import core
 
     assert {getattr(core, c) for c in called} == registered
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from interlock.workflows.remediation import RemediationWorkflow
 from temporalio.worker import Replayer
 
 from interlock.audit.history import AUDIT_ACTIVITY, AUDIT_BATCH_ACTIVITY, load_history, read_history
 from interlock.temporal import DATA_CONVERTER
-from workflows.remediation import RemediationWorkflow
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 

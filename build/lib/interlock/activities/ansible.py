@@ -1,0 +1,374 @@
+"""Playbook activity: runs an action's playbook with ansible-runner, heartbeating while it runs.
+
+The only door from a proposal to a system. Extra vars are rebuilt here from validated names
+(never an `ansible_*` variable, never a free-form string), timeouts are always set, and every
+task's result is kept for the approver and the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import hashlib
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ansible_runner
+import yaml
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from interlock.contracts import Activity
+from interlock.models import SAFE_NAME, PlaybookResult, PlaybookRun, Stage, TaskResult
+from interlock.policy import ActionSpec, load_policy
+from interlock.settings import Settings
+from interlock.tracing import record_task_spans, tracer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+TASK_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+# Facts a run playbook hands to its verify and rollback playbooks (via set_stats).
+FACT_KEYS = {"previous_pid", "previous_release", "previous_member", "pid"}
+
+
+# Variables Interlock itself sets for every playbook: a proposal can never set them.
+INTERLOCK_VARS = frozenset({"service", "lab_root", "service_manager", *FACT_KEYS})
+RESERVED_PREFIXES = ("ansible_", "interlock_")
+# Keys of a playbook that define variables (extra vars would override every one of them).
+_DEFINING_KEYS = {"vars", "register", "set_fact", "ansible.builtin.set_fact", "loop_var"}
+
+
+def playbook_variables(project_dir: Path) -> frozenset[str]:
+    """Every variable the playbook tree defines (play and task `vars`, `register`, `set_fact`,
+    `loop_var`): names a proposal's parameters must never reach, whatever the policy declares."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _DEFINING_KEYS:
+                    if isinstance(value, dict):
+                        found.update(str(k) for k in value)
+                    elif isinstance(value, str):
+                        found.add(value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for path in sorted([*project_dir.rglob("*.yml"), *project_dir.rglob("*.yaml")]):
+        try:
+            walk(yaml.safe_load(path.read_text()))
+        except yaml.YAMLError:
+            continue  # Ansible refuses it too; the run reports the playbook's own error
+    return frozenset(found)
+
+
+def reserved(name: str, playbook_vars: frozenset[str]) -> bool:
+    lowered = name.lower()
+    return lowered.startswith(RESERVED_PREFIXES) or name in INTERLOCK_VARS or name in playbook_vars
+
+
+def declared_parameters(
+    parameters: dict[str, str], action_name: str, action: ActionSpec, playbook_vars: frozenset[str]
+) -> dict[str, str]:
+    """The parameters exactly as the action declares them, checked here at the door to Ansible:
+    whoever started the workflow, nothing undeclared, off the allow-list or reserved gets through."""
+    problems: list[str] = []
+    for name, value in sorted(parameters.items()):
+        spec = action.parameters.get(name)
+        if reserved(name, playbook_vars):
+            problems.append(f"{name!r} is reserved (Interlock or the playbooks define it)")
+        elif spec is None:
+            problems.append(f"{name!r} is not a parameter of {action_name}")
+        elif value not in spec.allowed:
+            problems.append(f"{name}={value!r} is not allowed (allowed: {', '.join(spec.allowed)})")
+    missing = sorted(set(action.parameters) - set(parameters))
+    problems += [f"{name!r} is required by {action_name}" for name in missing]
+    if problems:
+        raise ApplicationError(
+            "parameters refused: " + "; ".join(problems), type="ParametersRefused", non_retryable=True
+        )
+    return dict(parameters)
+
+
+def safe_vars(values: dict[str, str], what: str) -> dict[str, str]:
+    """Refuse anything that could steer Ansible itself, even if the workflow was fed it."""
+    for key, value in values.items():
+        if key.lower().startswith("ansible_") or not SAFE_NAME.match(key):
+            raise ApplicationError(f"{what}: variable name {key!r} refused", non_retryable=True)
+        if not SAFE_NAME.match(str(value)):
+            raise ApplicationError(f"{what}: value of {key!r} refused", non_retryable=True)
+    return dict(values)
+
+
+class PlaybookRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        tracer_: Tracer | None = None,
+        execution_runs: Callable[[str], set[str]] | None = None,
+    ):
+        self.settings = settings
+        # The runs that recorded starting a proposal's change (the audit store): a change runs
+        # under one run only, so a reset can never execute it again under an old approval.
+        self.execution_runs = execution_runs
+        self.tracer = tracer_ or tracer(settings)
+        # One playbook per core at most: Ansible is CPU-bound on the worker.
+        self._slots = asyncio.Semaphore(settings.max_concurrent_playbooks)
+        self._playbook_vars: tuple[str, frozenset[str]] | None = None
+
+    def playbook_variables(self, digest: str) -> frozenset[str]:
+        # Keyed by the tree's digest (part of every plan), so the cache never goes stale.
+        if self._playbook_vars is None or self._playbook_vars[0] != digest:
+            names = playbook_variables(self.settings.playbooks_dir / "project")
+            self._playbook_vars = (digest, names)
+        return self._playbook_vars[1]
+
+    def extra_vars(self, run: PlaybookRun, action: ActionSpec, digest: str) -> dict[str, Any]:
+        params = safe_vars(
+            declared_parameters(run.parameters, run.action, action, self.playbook_variables(digest)),
+            "parameters",
+        )
+        facts = safe_vars({k: v for k, v in run.facts.items() if k in FACT_KEYS}, "facts")
+        rollback = run.stage in (Stage.ROLLBACK, Stage.VERIFY_ROLLBACK)
+        slug = re.sub(r"[^a-z0-9._-]", "-", run.proposal_id.lower())[:48]
+        unique = hashlib.sha256(run.proposal_id.encode()).hexdigest()[:8]
+        return {
+            **params,
+            **(facts if run.stage is not Stage.PREVIEW else {}),
+            "service": safe_vars({"service": run.service}, "target")["service"],
+            "lab_root": str(self.settings.lab_dir),
+            "service_manager": self.settings.service_manager,
+            # One idempotency key per proposal and direction: a retried execution after a
+            # worker crash must not restart a service twice.
+            "interlock_change_id": f"{slug}-{unique}.{'rollback' if rollback else 'run'}",
+            # Verify playbooks check the forward change, or after a rollback the state before it.
+            "interlock_direction": "rollback" if rollback else "forward",
+        }
+
+    @activity.defn(name=Activity.RUN_PLAYBOOK)
+    async def run_playbook(self, run: PlaybookRun) -> PlaybookResult:
+        policy = load_policy(self.settings.effective_policy_file)
+        action = policy.actions.get(run.action)
+        if action is None:
+            raise ApplicationError(f"unknown action {run.action!r}", non_retryable=True)
+        playbook = action.playbooks.for_stage(run.stage)
+        info = activity.info()
+        artifact_dir = self.settings.artifacts_dir / run.proposal_id
+        ident = f"{run.stage.value}-{info.attempt}-{info.activity_id}"
+        cancelled = threading.Event()
+        started = datetime.now(UTC)
+        # Reading the tree blocks: off the worker's event loop, which runs workflows too.
+        digest = await asyncio.to_thread(playbooks_digest, self.settings.playbooks_dir)
+        extravars = await asyncio.to_thread(self.extra_vars, run, action, digest)
+        if run.stage is Stage.EXECUTE and self.execution_runs is not None:
+            earlier = await asyncio.to_thread(self.execution_runs, run.proposal_id)
+            earlier.discard(info.workflow_run_id)
+            if earlier:
+                raise ApplicationError(
+                    f"the change was already started by run {sorted(earlier)[0]} of this proposal "
+                    "(a reset?); it runs once only",
+                    type="AlreadyExecuted",
+                    non_retryable=True,
+                )
+        if run.expected_digest and digest != run.expected_digest:
+            # The plan on disk is not the plan that was approved: run nothing.
+            raise ApplicationError(
+                "plan changed: the playbooks differ from the approved plan",
+                type="PlanChanged",
+                non_retryable=True,
+            )
+
+        def execute() -> Any:
+            return ansible_runner.run(
+                private_data_dir=str(self.settings.playbooks_dir),
+                artifact_dir=str(artifact_dir),
+                ident=ident,
+                playbook=playbook,
+                extravars=extravars,
+                cmdline="--check --diff" if run.stage is Stage.PREVIEW else "--diff",
+                quiet=True,
+                # ansible-runner has no limits by default: always set both.
+                settings={
+                    "job_timeout": self.settings.playbook_timeout_seconds,
+                    "idle_timeout": self.settings.playbook_idle_timeout_seconds,
+                    "suppress_ansible_output": True,
+                },
+                envvars=ansible_env(),
+                cancel_callback=cancelled.is_set,
+                suppress_env_files=True,
+            )
+
+        # The stage's span, a child of the activity's; each task is a child of it.
+        with self.tracer.start_as_current_span(
+            f"stage: {run.stage.value}",
+            attributes={
+                "interlock.proposal_id": run.proposal_id,
+                "interlock.stage": run.stage.value,
+                "ansible.playbook": playbook,
+            },
+        ) as span:
+            await self._acquire_slot(run.stage)
+            try:
+                log.info("running %s (%s) for %s", playbook, run.stage.value, run.proposal_id)
+                runner = await self._run_heartbeating(execute, cancelled, run.stage)
+            finally:
+                self._slots.release()
+            events = list(runner.events)
+            record_task_spans(self.tracer, events)
+            status = str(runner.status)
+            span.set_attribute("ansible.status", status)
+            span.set_attribute("ansible.rc", int(runner.rc if runner.rc is not None else -1))
+        tasks, facts = parse_events(events)
+        return PlaybookResult(
+            stage=run.stage,
+            playbook=playbook,
+            status=status,
+            rc=int(runner.rc if runner.rc is not None else -1),
+            ok=status == "successful" and runner.rc == 0,
+            tasks=tasks,
+            facts=facts,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            error=None if status == "successful" else first_failure(tasks, status),
+            playbooks_digest=digest,
+        )
+
+    async def _acquire_slot(self, stage: Stage) -> None:
+        # Heartbeat while queued for a slot too: when more playbooks are due than there are slots
+        # (a worker restarted with several retried executions), a silent wait would time out.
+        waiter = asyncio.ensure_future(self._slots.acquire())
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiter}, timeout=HEARTBEAT_SECONDS)
+                if done:
+                    return
+                activity.heartbeat(f"{stage.value}: waiting for a playbook slot")
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._slots.release()
+            waiter.cancel()
+            raise
+
+    async def _run_heartbeating(
+        self, execute: Any, cancelled: threading.Event, stage: Stage
+    ) -> Any:
+        future = asyncio.get_running_loop().run_in_executor(None, execute)
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=HEARTBEAT_SECONDS)
+                if done:
+                    break
+                activity.heartbeat(stage.value)
+        except asyncio.CancelledError:
+            # Stop ansible-runner (it kills the playbook) before reporting the cancellation.
+            cancelled.set()
+            await asyncio.shield(future)
+            raise
+        return future.result()
+
+
+def playbooks_digest(playbooks_dir: Path) -> str:
+    """sha256 over every file Ansible reads from the playbook tree (project, inventory, env)."""
+    digest = hashlib.sha256()
+    for sub in ("project", "inventory", "env"):
+        root = playbooks_dir / sub
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(str(path.relative_to(playbooks_dir)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def ansible_env() -> dict[str, str]:
+    # ansible-runner execs `ansible-playbook` by name: make it the one beside this Python.
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+    }
+
+
+def parse_events(events: Any) -> tuple[list[TaskResult], dict[str, str]]:
+    tasks: list[TaskResult] = []
+    facts: dict[str, str] = {}
+    for event in events:
+        kind = event.get("event")
+        data = event.get("event_data", {})
+        if kind in TASK_EVENTS:
+            res = data.get("res") or {}
+            changed = bool(res.get("changed")) and kind == "runner_on_ok"
+            tasks.append(
+                TaskResult(
+                    host=str(data.get("host", "")),
+                    task=str(data.get("task", "")),
+                    status="changed" if changed else TASK_EVENTS[kind],
+                    changed=changed,
+                    diff=format_diff(res.get("diff")),
+                    msg=str(res["msg"])[:2000] if res.get("msg") else None,
+                    duration_seconds=data.get("duration"),
+                )
+            )
+        elif kind == "playbook_on_stats":
+            for key, value in (data.get("artifact_data") or {}).items():
+                if key in FACT_KEYS and value is not None:
+                    facts[key] = str(value)
+    return tasks, facts
+
+
+def format_diff(diff: Any) -> str | None:
+    if not diff:
+        return None
+    parts = diff if isinstance(diff, list) else [diff]
+    out: list[str] = []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        if "prepared" in part:
+            out.append(str(part["prepared"]))
+            continue
+        if "before" in part or "after" in part:
+            before = str(part.get("before", "")).splitlines(keepends=True)
+            after = str(part.get("after", "")).splitlines(keepends=True)
+            out.append(
+                "".join(
+                    difflib.unified_diff(
+                        before,
+                        after,
+                        fromfile=str(part.get("before_header", "before")),
+                        tofile=str(part.get("after_header", "after")),
+                    )
+                )
+                or f"- {''.join(before).strip()}\n+ {''.join(after).strip()}\n"
+            )
+    text = "\n".join(p for p in out if p)
+    return text[:8000] or None
+
+
+def first_failure(tasks: list[TaskResult], status: str) -> str:
+    for task in tasks:
+        if task.status in ("failed", "unreachable"):
+            return f"task {task.task!r} {task.status}: {task.msg or ''}".strip()
+    return f"playbook {status}"

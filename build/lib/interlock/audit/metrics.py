@@ -1,0 +1,494 @@
+"""Operational metrics of the approval process, computed by the database from the audit trail.
+
+Everything is SQL aggregates (GROUP BY, window functions) that SQLite and PostgreSQL both run;
+rows are never loaded into Python. A window (`since`) selects the proposals submitted in it.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Float,
+    Select,
+    String,
+    and_,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
+
+from interlock.audit.events import FALSE_RECOMMENDATION_STATUSES, EventKind
+from interlock.audit.store import TABLE, AuditStoreError, one_line
+
+if TYPE_CHECKING:
+    from interlock.audit.store import AuditStore
+
+GroupBy = Literal["recommender", "model", "action", "channel"]
+GROUP_COLUMNS: dict[str, str] = {
+    "recommender": "recommender",
+    "model": "model_version",
+    "action": "action",
+    "channel": "channel",
+}
+# Groups that are no column: the submitted event's data says how the proposal arrived
+# (http, sdk, mcp, cli); events from before it was recorded count as "unknown".
+_DATA_GROUPS = frozenset({"channel"})
+
+
+class epoch(FunctionElement[float]):
+    """Seconds since 1970 of a timestamp column, on either database."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(epoch, "postgresql")
+def _epoch_pg(element: epoch, compiler: SQLCompiler, **kw: Any) -> str:
+    # date_part gives double precision; EXTRACT gives numeric, several times slower to sort.
+    return f"date_part('epoch', {compiler.process(element.clauses, **kw)})"
+
+
+@compiles(epoch, "sqlite")
+def _epoch_sqlite(element: epoch, compiler: SQLCompiler, **kw: Any) -> str:
+    # The stored text is "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UtcDateTime): whole seconds from
+    # strftime, microseconds from characters 21-26. julianday() would round to milliseconds.
+    value = compiler.process(element.clauses, **kw)
+    return f"(CAST(strftime('%s', {value}) AS INTEGER) + CAST(substr({value}, 21, 6) AS INTEGER) / 1000000.0)"
+
+
+class json_text(FunctionElement[str]):
+    """A top-level string field of a JSON column, with the key written inline.
+
+    Inline (not a bind parameter) so PostgreSQL can match the partial indexes built on it.
+    """
+
+    type = String()
+    inherit_cache = True
+    # The key is part of the SQL text, so it must be part of the compiled-SQL cache key too.
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("key", InternalTraversal.dp_string),
+    ]
+
+    def __init__(self, column: Any, key: str):
+        self.key = key
+        super().__init__(column)
+
+
+@compiles(json_text, "postgresql")
+def _json_text_pg(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses, **kw)} ->> '{element.key}')"
+
+
+@compiles(json_text, "sqlite")
+def _json_text_sqlite(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_extract({compiler.process(element.clauses, **kw)}, '$.{element.key}')"
+
+
+class json_flag(json_text):
+    """A top-level boolean field of a JSON column (NULL when absent)."""
+
+    type = Boolean()  # type: ignore[assignment]
+    inherit_cache = True
+
+
+@compiles(json_flag, "postgresql")
+def _json_flag_pg(element: json_flag, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(({compiler.process(element.clauses, **kw)} ->> '{element.key}') AS BOOLEAN)"
+
+
+@compiles(json_flag, "sqlite")
+def _json_flag_sqlite(element: json_flag, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite's json_extract gives 1 and 0 for JSON true and false.
+    return f"(json_extract({compiler.process(element.clauses, **kw)}, '$.{element.key}') = 1)"
+
+
+def _kind(*kinds: EventKind) -> ColumnElement[bool]:
+    # Kinds inline too: a partial index's predicate must be provable from the query's text.
+    values = [literal_column(f"'{k.value}'") for k in kinds]
+    return TABLE.c.kind == values[0] if len(values) == 1 else TABLE.c.kind.in_(values)
+
+
+def _group_value(group: str) -> ColumnElement[Any]:
+    if group in _DATA_GROUPS:
+        return func.coalesce(json_text(TABLE.c.data, group), literal_column("'unknown'"))
+    return TABLE.c[group]
+
+
+def _per_proposal(group: str | None, cutoff: datetime | None) -> Any:
+    """One row per submitted proposal: when it was submitted, ended and first decided by a person.
+
+    Each part reads one partial covering index (see the migration), so PostgreSQL answers from
+    index-only scans instead of the table.
+    """
+    e = TABLE.c
+    submitted, final = _kind(EventKind.SUBMITTED), _kind(EventKind.FINAL)
+    grp = func.min(_group_value(group)).filter(submitted) if group else null()
+    lifecycle = (
+        select(
+            e.proposal_id,
+            func.min(e.at).filter(submitted).label("submitted_at"),
+            grp.label("grp"),
+            func.min(e.at).filter(final).label("final_at"),
+            # A proposal ends once (its final event id is deterministic), so max() is its status.
+            func.max(e.status).filter(final).label("final_status"),
+            func.count().filter(_kind(EventKind.ESCALATED)).label("escalated"),
+        )
+        .where(_kind(EventKind.SUBMITTED, EventKind.FINAL, EventKind.ESCALATED))
+        .group_by(e.proposal_id)
+    )
+    human = and_(_kind(EventKind.DECISION), json_flag(e.data, "human"))
+    decisions = select(
+        e.proposal_id,
+        func.min(e.at).label("first_human_at"),
+        func.count().label("human_decisions"),
+    ).where(human)
+    rejections = select(e.proposal_id, func.count().label("human_rejections")).where(
+        human, json_text(e.data, "decision") == literal_column("'reject'")
+    )
+    if cutoff is not None:
+        # Only the window's proposals: a short window then reads a short stretch of history.
+        recent = select(e.proposal_id).where(submitted, e.at >= cutoff)
+        lifecycle = lifecycle.where(e.proposal_id.in_(recent))
+        decisions = decisions.where(e.proposal_id.in_(recent))
+        rejections = rejections.where(e.proposal_id.in_(recent))
+    lifecycle_q = lifecycle.subquery("lifecycle")
+    decisions_q = decisions.group_by(e.proposal_id).subquery("decisions")
+    rejections_q = rejections.group_by(e.proposal_id).subquery("rejections")
+    return (
+        select(
+            lifecycle_q.c.proposal_id,
+            lifecycle_q.c.submitted_at,
+            lifecycle_q.c.grp,
+            lifecycle_q.c.final_at,
+            lifecycle_q.c.final_status,
+            lifecycle_q.c.escalated,
+            decisions_q.c.first_human_at,
+            func.coalesce(decisions_q.c.human_decisions, 0).label("human_decisions"),
+            func.coalesce(rejections_q.c.human_rejections, 0).label("human_rejections"),
+        )
+        .select_from(
+            lifecycle_q.outerjoin(
+                decisions_q, decisions_q.c.proposal_id == lifecycle_q.c.proposal_id
+            ).outerjoin(rejections_q, rejections_q.c.proposal_id == lifecycle_q.c.proposal_id)
+        )
+        .where(lifecycle_q.c.submitted_at.is_not(None))
+        .cte("per_proposal")
+    )
+
+
+def _levels(per_proposal: Any, grouped: bool) -> Any:
+    """The proposals once overall (level 0) and, with a grouping, once more per group (level 1).
+
+    Both levels come out of one statement, so the proposals are gathered only once.
+    """
+    columns = [c for c in per_proposal.c if c.name != "grp"]
+    overall = select(literal_column("0").label("level"), null().label("grp"), *columns)
+    if not grouped:
+        return overall.cte("levels")
+    by_group = select(literal_column("1"), per_proposal.c.grp, *columns)
+    return union_all(overall, by_group).cte("levels")
+
+
+def _median(p: Any, value: ColumnElement[Any], where: ColumnElement[bool]) -> Any:
+    """Median of `value` per level and group: the middle row, or the mean of the two middle rows.
+
+    For SQLite, which has no percentile aggregate.
+    """
+    partition = [p.c.level, p.c.grp]
+    ranked = (
+        select(
+            p.c.level,
+            p.c.grp,
+            value.label("v"),
+            func.row_number().over(partition_by=partition, order_by=value).label("rn"),
+            func.count().over(partition_by=partition).label("n"),
+        )
+        .where(where)
+        .subquery()
+    )
+    return (
+        select(ranked.c.level, ranked.c.grp, func.avg(ranked.c.v).label("median"))
+        .where(or_(ranked.c.rn == (ranked.c.n + 1) // 2, ranked.c.rn == (ranked.c.n + 2) // 2))
+        .group_by(ranked.c.level, ranked.c.grp)
+        .subquery()
+    )
+
+
+def _aggregates(p: Any, dialect: str) -> list[ColumnElement[Any]]:
+    """The per-group figures over per-proposal rows `p`."""
+    completed = p.c.final_status == literal_column("'completed'")
+    resolution = epoch(p.c.final_at) - epoch(p.c.submitted_at)
+    response = epoch(p.c.first_human_at) - epoch(p.c.submitted_at)
+    open_ = p.c.final_at.is_(None)
+    false_statuses = [literal_column(f"'{s}'") for s in sorted(FALSE_RECOMMENDATION_STATUSES)]
+    columns: list[ColumnElement[Any]] = [
+        func.count().label("proposals"),
+        func.count(p.c.final_at).label("finals"),
+        func.count().filter(completed).label("completed"),
+        func.avg(resolution).filter(completed).label("mttr_mean_seconds"),
+        func.count(p.c.first_human_at).label("responded"),
+        func.avg(response).label("first_response_mean_seconds"),
+        func.count().filter(open_).label("backlog"),
+        func.min(epoch(p.c.submitted_at)).filter(open_).label("oldest_open_epoch"),
+        func.sum(p.c.human_decisions).label("human_decisions"),
+        func.sum(p.c.human_rejections).label("human_rejections"),
+        func.count().filter(p.c.final_status.in_(false_statuses)).label("false_recommendations"),
+        func.count().filter(p.c.escalated > 0).label("escalated"),
+    ]
+    if dialect == "postgresql":
+        # PostgreSQL has the median as an aggregate: one sort inside the GROUP BY.
+        columns += [
+            func.percentile_cont(0.5).within_group(resolution).filter(completed).label("mttr_median_seconds"),
+            func.percentile_cont(0.5)
+            .within_group(response)
+            .filter(p.c.first_human_at.is_not(None))
+            .label("first_response_median_seconds"),
+        ]
+    return columns
+
+
+def _proposal_query(group: str | None, cutoff: datetime | None, dialect: str) -> Select[Any]:
+    """Rows (level, grp, figures...): level 0 is overall, level 1 one row per group."""
+    per_proposal = _per_proposal(group, cutoff)
+    if dialect == "postgresql":
+        p = per_proposal
+        if group is None:
+            return select(literal_column("0").label("level"), null().label("grp"), *_aggregates(p, dialect))
+        # One pass yields the overall row (the empty grouping set) and the per-group rows.
+        level = (1 - func.grouping(p.c.grp)).label("level")
+        return select(level, p.c.grp, *_aggregates(p, dialect)).group_by(
+            func.grouping_sets(tuple_(p.c.grp), tuple_())
+        )
+
+    # SQLite has neither grouping sets nor a median aggregate: the proposals are listed once
+    # per level, and medians come from window functions.
+    p = _levels(per_proposal, grouped=group is not None)
+    totals = select(p.c.level, p.c.grp, *_aggregates(p, dialect)).group_by(p.c.level, p.c.grp)
+    totals_q = totals.subquery()
+    completed = p.c.final_status == literal_column("'completed'")
+    mttr = _median(p, epoch(p.c.final_at) - epoch(p.c.submitted_at), completed)
+    first = _median(p, epoch(p.c.first_human_at) - epoch(p.c.submitted_at), p.c.first_human_at.is_not(None))
+
+    def same(median: Any) -> ColumnElement[bool]:
+        return and_(median.c.level == totals_q.c.level, median.c.grp.is_not_distinct_from(totals_q.c.grp))
+
+    return select(
+        totals_q,
+        mttr.c.median.label("mttr_median_seconds"),
+        first.c.median.label("first_response_median_seconds"),
+    ).select_from(totals_q.outerjoin(mttr, same(mttr)).outerjoin(first, same(first)))
+
+
+def _exceptions_query(group: str | None, cutoff: datetime | None) -> Select[Any]:
+    e = TABLE.c
+    where = [_kind(EventKind.SECURITY, EventKind.DECISION_REFUSED, EventKind.AUDIT_EXCEPTION)]
+    if cutoff is not None:
+        where.append(e.at >= cutoff)
+    if group is None or group in _DATA_GROUPS:
+        # Exception events carry no channel: they belong to no group.
+        return select(null().label("grp"), func.count().label("n")).where(*where)
+    return select(e[group].label("grp"), func.count().label("n")).where(*where).group_by(e[group])
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _metrics(row: Any, now: datetime, exceptions: int) -> dict[str, Any]:
+    proposals, finals = int(row.proposals or 0), int(row.finals or 0)
+    human, rejections = int(row.human_decisions or 0), int(row.human_rejections or 0)
+    false, escalated = int(row.false_recommendations or 0), int(row.escalated or 0)
+    oldest = row.oldest_open_epoch
+    return {
+        "proposals": proposals,
+        "finals": finals,
+        "completed": int(row.completed or 0),
+        "mttr_mean_seconds": _float(row.mttr_mean_seconds),
+        "mttr_median_seconds": _float(row.mttr_median_seconds),
+        "responded": int(row.responded or 0),
+        "first_response_mean_seconds": _float(row.first_response_mean_seconds),
+        "first_response_median_seconds": _float(row.first_response_median_seconds),
+        "backlog": int(row.backlog or 0),
+        "backlog_oldest_seconds": (max(0.0, now.timestamp() - float(oldest)) if oldest is not None else None),
+        "human_decisions": human,
+        "human_rejections": rejections,
+        "override_ratio": _ratio(rejections, human),
+        "false_recommendations": false,
+        "false_recommendation_ratio": _ratio(false, finals),
+        "escalated": escalated,
+        "escalation_ratio": _ratio(escalated, proposals),
+        "audit_exceptions": exceptions,
+    }
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# The figures of a group with no proposals (or of an empty store).
+_NO_PROPOSALS = SimpleNamespace(
+    proposals=0,
+    finals=0,
+    completed=0,
+    mttr_mean_seconds=None,
+    mttr_median_seconds=None,
+    responded=0,
+    first_response_mean_seconds=None,
+    first_response_median_seconds=None,
+    backlog=0,
+    oldest_open_epoch=None,
+    human_decisions=0,
+    human_rejections=0,
+    false_recommendations=0,
+    escalated=0,
+)
+
+
+def compute_metrics(
+    store: AuditStore,
+    since: timedelta | None = None,
+    by: GroupBy | None = None,
+    *,
+    extra_exceptions: int = 0,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The approval process's metrics, overall and (with `by`) per recommender, model, action or
+    channel.
+
+    `since` keeps the proposals submitted in that window (and exception events in it).
+    `extra_exceptions` adds problems found elsewhere (reconcile, verify) to the audit exceptions;
+    they belong to no group. Durations are seconds; a ratio with nothing to divide by is None.
+    """
+    if by is not None and by not in GROUP_COLUMNS:
+        raise ValueError(f"by must be one of {', '.join(GROUP_COLUMNS)}, not {by!r}")
+    now = now or datetime.now(UTC)
+    cutoff = now - since if since is not None else None
+    group = GROUP_COLUMNS[by] if by else None
+    try:
+        with store.engine.connect() as conn, conn.begin():
+            if store.dialect == "postgresql":
+                # Enough memory for the median sorts and per-proposal hashes to stay off disk,
+                # and no JIT: compiling costs more than it saves on a sub-second query.
+                conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+                conn.exec_driver_sql("SET LOCAL jit = off")
+            rows = conn.execute(_proposal_query(group, cutoff, store.dialect)).all()
+            exception_rows = conn.execute(_exceptions_query(group, cutoff)).all()
+    except SQLAlchemyError as exc:
+        raise AuditStoreError(f"cannot read the audit store: {one_line(exc)}") from exc
+
+    exceptions: dict[str | None, int] = {grp: int(n) for grp, n in exception_rows}
+    total_exceptions = sum(exceptions.values()) + extra_exceptions
+    if extra_exceptions:
+        exceptions[None] = exceptions.get(None, 0) + extra_exceptions
+    overall = next((row for row in rows if row.level == 0), _NO_PROPOSALS)
+    groups: list[dict[str, Any]] = []
+    if group is not None:
+        by_group = {row.grp: row for row in rows if row.level == 1}
+        for grp in sorted(by_group.keys() | exceptions.keys(), key=lambda g: (g is None, g or "")):
+            metrics = _metrics(by_group.get(grp, _NO_PROPOSALS), now, exceptions.get(grp, 0))
+            groups.append({"group": grp, **metrics})
+    return {
+        "generated_at": now.isoformat(),
+        "since_seconds": since.total_seconds() if since is not None else None,
+        "window_start": cutoff.isoformat() if cutoff is not None else None,
+        "by": by,
+        "overall": _metrics(overall, now, total_exceptions),
+        "groups": groups,
+    }
+
+
+# --- Prometheus exposition ---------------------------------------------------------------
+
+_GAUGES = (
+    ("interlock_backlog", "backlog", "Proposals submitted and not yet final."),
+    (
+        "interlock_backlog_oldest_seconds",
+        "backlog_oldest_seconds",
+        "Age of the oldest proposal not yet final.",
+    ),
+    ("interlock_override_ratio", "override_ratio", "Human decisions that were rejections."),
+    (
+        "interlock_false_recommendation_ratio",
+        "false_recommendation_ratio",
+        "Final proposals rejected, rejected by checks, rolled back or left unresolved.",
+    ),
+    ("interlock_escalation_ratio", "escalation_ratio", "Submitted proposals that were escalated."),
+    (
+        "interlock_audit_exceptions",
+        "audit_exceptions",
+        "Security and refused-decision events, plus problems reported from outside the trail.",
+    ),
+)
+_SUMMARIES = (
+    (
+        "interlock_mttr_seconds",
+        "mttr",
+        "completed",
+        "Seconds from submission to completion (completed proposals); mean = _sum / _count.",
+    ),
+    (
+        "interlock_first_response_seconds",
+        "first_response",
+        "responded",
+        "Seconds from submission to the first human decision; mean = _sum / _count.",
+    ),
+)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs: list[tuple[str, str]]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+
+
+def _number(value: float | int | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "NaN"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def prometheus_text(metrics: dict[str, Any]) -> str:
+    """The metrics in the Prometheus text exposition format, one series per group with `by`."""
+    by = metrics.get("by")
+    if by:
+        series = [([(by, m["group"] or "")], m) for m in metrics["groups"]]
+    else:
+        series = [([], metrics["overall"])]
+    lines: list[str] = []
+    for name, key, count_key, help_text in _SUMMARIES:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} summary"]
+        for labels, m in series:
+            count = m[count_key]
+            mean = m[f"{key}_mean_seconds"]
+            total = mean * count if mean is not None else 0.0
+            quantile = _labels([*labels, ("quantile", "0.5")])
+            lines.append(f"{name}{quantile} {_number(m[f'{key}_median_seconds'])}")
+            lines.append(f"{name}_sum{_labels(labels)} {_number(float(total))}")
+            lines.append(f"{name}_count{_labels(labels)} {count}")
+    for name, key, help_text in _GAUGES:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        for labels, m in series:
+            lines.append(f"{name}{_labels(labels)} {_number(m[key])}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,174 @@
+"""One proposal per problem: claim a dedup key, or attach to the open proposal that holds it.
+
+The key (policy `dedup.key`) names a problem, e.g. action + canonical service + environment +
+incident. Its claim is a workflow with an id derived from the key (workflows/dedup.py): the
+server lets only one start succeed, so concurrent submissions cannot both start a proposal,
+whatever visibility (eventually consistent) would have shown. The loser sends the winner an
+`add_duplicate` signal instead. A claim whose proposal is final, or never started, is taken
+over by compare-and-swap: terminate that claim run (and only that run), then claim again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from interlock import search
+from interlock.contracts import Signal, Workflow
+from interlock.models import AttachDuplicate, DedupClaim, Proposal, ProposalStatus, RemediationInput
+from interlock.policy import Policy
+
+log = logging.getLogger(__name__)
+
+CLAIM_WORKFLOW = Workflow.DEDUP_CLAIM.value
+# The owner starts its workflow right after claiming; a claim whose proposal has not started
+# after this long was abandoned (its submitter died) and may be taken over.
+START_GRACE = timedelta(seconds=15)
+# Beyond the window, the claim workflow has ended by itself; the margin covers a missing worker.
+_CLAIM_TIMEOUT_MARGIN = timedelta(minutes=10)
+
+
+class _Owner(Enum):
+    ATTACHED = "attached"
+    STARTING = "starting"
+    GONE = "gone"
+
+
+class DedupUnsettled(RuntimeError):
+    """The key kept changing hands for longer than a claim can take (should not happen)."""
+
+
+def claim_id(task_queue: str, key: str) -> str:
+    """The claim workflow's id. Scoped by task queue: two installations sharing a namespace
+    (or two test runs) never attach to each other's proposals."""
+    digest = hashlib.sha256(f"{task_queue}\n{key}".encode()).hexdigest()[:40]
+    return f"interlock-dedup-{digest}"
+
+
+async def claim_or_attach(
+    client: Client, proposal: Proposal, key: str, task_queue: str, policy: Policy
+) -> str | None:
+    """None when this proposal owns the key (start its workflow); else the open proposal's id
+    it was attached to as a duplicate."""
+    me = proposal.proposal_id
+    window = policy.dedup.window
+    cid = claim_id(task_queue, key)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_GRACE.total_seconds() + 15
+    while loop.time() < deadline:
+        try:
+            await client.start_workflow(
+                CLAIM_WORKFLOW,
+                DedupClaim(key=key, owner=me, window=window),
+                id=cid,
+                task_queue=task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                execution_timeout=window + _CLAIM_TIMEOUT_MARGIN,
+                memo={"owner": me, "key": key},
+                static_summary=f"dedup key held by {me}: {key}",
+            )
+            log.info("proposal %s claims dedup key %s", me, key)
+            return None
+        except WorkflowAlreadyStartedError:
+            pass
+        try:
+            claim = await client.get_workflow_handle(cid).describe()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            continue  # ended between our start and describe: claim again
+        if claim.status != WorkflowExecutionStatus.RUNNING:
+            continue
+        owner = await claim.memo_value("owner", default=None, type_hint=str)
+        if owner == me or owner is None or await _exists(client, me):
+            # Our own claim, or a resubmission of a proposal that already has its workflow
+            # (it is never its own duplicate): start or find that workflow.
+            return None
+        verdict = await _attach(client, owner, proposal, key, policy, claim.start_time or datetime.now(UTC))
+        if verdict is _Owner.ATTACHED:
+            log.info("proposal %s attached to %s as a duplicate", me, owner)
+            return owner
+        if verdict is _Owner.STARTING:
+            await asyncio.sleep(0.1)
+            continue
+        log.info("dedup key %s: holder %s is final or abandoned; %s takes it over", key, owner, me)
+        try:
+            await client.get_workflow_handle(cid, run_id=claim.run_id).terminate(
+                reason=f"{owner} is final or was never started; {me} takes the key over"
+            )
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise  # NOT_FOUND: another submitter took it over first; claim again
+    raise DedupUnsettled(f"could not settle dedup key {key!r} for {me}")
+
+
+async def _attach(
+    client: Client, owner: str, proposal: Proposal, key: str, policy: Policy, claimed_at: datetime
+) -> _Owner:
+    handle = client.get_workflow_handle(owner)
+    try:
+        desc = await handle.describe()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        young = datetime.now(UTC) - claimed_at < START_GRACE
+        return _Owner.STARTING if young else _Owner.GONE
+    status = desc.typed_search_attributes.get(search.SA_STATUS)
+    if desc.status != WorkflowExecutionStatus.RUNNING or _final(status):
+        return _Owner.GONE
+    # Anyone with namespace access can start a claim naming any proposal: attach only to an
+    # owner whose own input (what its workflow runs on) is a proposal for this key. Read from
+    # its first history event, so no worker needs to answer.
+    if await _key_of_started(client, owner, policy) != key:
+        log.warning("dedup key %s names %s, a proposal for another problem: taking it over", key, owner)
+        return _Owner.GONE
+    try:
+        await handle.signal(
+            Signal.ADD_DUPLICATE, AttachDuplicate(proposal=proposal, received_at=datetime.now(UTC))
+        )
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return _Owner.GONE  # it closed a moment ago
+    return _Owner.ATTACHED
+
+
+async def _key_of_started(client: Client, workflow_id: str, policy: Policy) -> str | None:
+    """The dedup key of the proposal a workflow was started with (None if it is not one)."""
+    handle = client.get_workflow_handle(workflow_id)
+    async for event in handle.fetch_history_events(page_size=1):
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        try:
+            started = client.data_converter.payload_converter.from_payload(payloads[0], RemediationInput)
+        except (IndexError, ValueError, TypeError):
+            return None
+        proposal = started.proposal
+        service = policy.canonical_service(proposal.target.service) or proposal.target.service
+        return policy.dedup.key_of(proposal, service)
+    return None
+
+
+async def _exists(client: Client, proposal_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(proposal_id).describe()
+        return True
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+
+
+def _final(status: str | None) -> bool:
+    try:
+        return status is not None and ProposalStatus(status).is_final
+    except ValueError:
+        return False

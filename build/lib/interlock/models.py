@@ -1,0 +1,453 @@
+"""Domain models of a remediation proposal and its lifecycle.
+
+Pure pydantic v2: workflows import this module, so nothing here touches a database,
+Ansible or the network.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+# Names that reach Ansible as extra vars or file names: no shell metacharacters, no
+# Jinja, no path separators, no whitespace. Everything a proposal names must match.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+PROPOSAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _safe_name(value: str) -> str:
+    if value.lower().startswith("ansible_"):
+        raise ValueError("names starting with 'ansible_' are reserved")
+    if not SAFE_NAME.match(value):
+        raise ValueError(
+            "must be 1-63 letters, digits, '.', '_' or '-' (no spaces, shell "
+            "metacharacters, template braces or path separators)"
+        )
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+
+
+class ProposalStatus(StrEnum):
+    SUBMITTED = "submitted"
+    CHECKING = "checking"
+    PREVIEWING = "previewing"
+    AWAITING_APPROVAL = "awaiting_approval"
+    PAUSED = "paused"
+    EXECUTING = "executing"
+    VERIFYING = "verifying"
+    ROLLING_BACK = "rolling_back"
+    # Final statuses.
+    COMPLETED = "completed"
+    COMPLETED_UNRESOLVED = "completed_unresolved"
+    REJECTED = "rejected"
+    REJECTED_BY_CHECKS = "rejected_by_checks"
+    EXPIRED = "expired"
+    ROLLED_BACK = "rolled_back"
+    NEEDS_MANUAL_INTERVENTION = "needs_manual_intervention"
+    SHADOWED = "shadowed"
+    # Someone asked Temporal to cancel the workflow (CLI, SDK or the Web UI) before execution.
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+    @property
+    def is_automatic_stage(self) -> bool:
+        """Stages the workflow passes through on its own before it needs anyone."""
+        return self in (self.SUBMITTED, self.CHECKING, self.PREVIEWING)
+
+
+FINAL_STATUSES = frozenset(
+    {
+        ProposalStatus.COMPLETED,
+        ProposalStatus.COMPLETED_UNRESOLVED,
+        ProposalStatus.REJECTED,
+        ProposalStatus.REJECTED_BY_CHECKS,
+        ProposalStatus.EXPIRED,
+        ProposalStatus.ROLLED_BACK,
+        ProposalStatus.NEEDS_MANUAL_INTERVENTION,
+        ProposalStatus.SHADOWED,
+        ProposalStatus.CANCELLED,
+    }
+)
+
+
+class RiskTier(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(RiskTier).index(self)
+
+
+class DecisionKind(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class Stage(StrEnum):
+    """Which of an action's playbooks runs, and how."""
+
+    PREVIEW = "preview"
+    EXECUTE = "execute"
+    VERIFY = "verify"
+    ROLLBACK = "rollback"
+    VERIFY_ROLLBACK = "verify_rollback"
+
+
+# --- What a recommender submits ------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Target(_Strict):
+    service: Annotated[str, Field(min_length=1, max_length=128)]
+    environment: SafeName
+
+
+class EvidenceItem(_Strict):
+    source: SafeName
+    ref: Annotated[str, Field(min_length=1, max_length=512)]
+    observed_at: AwareDatetime
+    summary: Annotated[str, Field(max_length=2000)] = ""
+
+
+class Proposal(_Strict):
+    """A remediation proposed by an AI recommender. Validated before any workflow starts."""
+
+    proposal_id: Annotated[str, Field(pattern=PROPOSAL_ID.pattern)]
+    recommender: SafeName
+    model_version: Annotated[str, Field(min_length=1, max_length=128)]
+    action: SafeName
+    target: Target
+    parameters: dict[SafeName, SafeName] = Field(default_factory=dict)
+    rationale: Annotated[str, Field(min_length=1, max_length=4000)]
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    incident: Annotated[str, Field(max_length=128)] | None = None
+    evidence: Annotated[list[EvidenceItem], Field(min_length=1, max_length=20)]
+
+
+# --- What the workflow works out --------------------------------------------------------
+
+
+class EvidenceCheck(BaseModel):
+    """One evidence item as Interlock found it at its source.
+
+    `fetched`: the source gave an answer that settles the item (a silenced or inhibited
+    alert does not: `suppressed`, with `suppressed_by` naming the silences and inhibiting
+    alerts); `supports`: its answer shows what the item claims; `ok` (confirmed): both, from
+    an approved source, fresh enough. `observed` is what the source said, trimmed for the
+    record and without credentials. `check` is the policy check the ref cites;
+    `settle_seconds` how long that check can take to clear after a fix.
+    """
+
+    source: str
+    ref: str
+    ok: bool
+    reason: str
+    age_seconds: float | None = None
+    fetched: bool = False
+    supports: bool = False
+    observed: dict[str, Any] | None = None
+    source_time: datetime | None = None
+    attempts: int = 0
+    check: str = ""
+    suppressed: bool = False
+    suppressed_by: list[str] = Field(default_factory=list)
+    settle_seconds: float | None = None
+
+
+class EvidenceReport(BaseModel):
+    ok: bool
+    items: list[EvidenceCheck]
+    checked_at: datetime
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{i.source} {i.ref}: {i.reason}" for i in self.items if not i.ok]
+
+    @property
+    def confirmed(self) -> int:
+        return sum(i.ok for i in self.items)
+
+
+class EvidenceRecheck(BaseModel):
+    """Ask the sources again about evidence that was confirmed: before execution (does it
+    still hold?) or after it (has it cleared?)."""
+
+    proposal: Proposal
+    service: str
+    # Only the items that were confirmed at the check are asked about again.
+    items: list[EvidenceItem]
+    # After execution: keep asking until every item has cleared or this much time passed.
+    settle_seconds: float = 0.0
+
+
+class RiskFactor(BaseModel):
+    name: str
+    contribution: int
+    detail: str
+
+
+class RiskAssessment(BaseModel):
+    score: int
+    tier: RiskTier
+    factors: list[RiskFactor]
+
+
+class ServiceFacts(BaseModel):
+    """What the service catalog says about the proposal's (canonical) target."""
+
+    canonical: str
+    owner: str
+    dependents: list[str]
+
+
+class TaskResult(BaseModel):
+    host: str
+    task: str
+    status: str  # ok, changed, failed, skipped, unreachable
+    changed: bool = False
+    diff: str | None = None
+    msg: str | None = None
+    duration_seconds: float | None = None
+
+
+class PlaybookRun(BaseModel):
+    proposal_id: str
+    action: str
+    stage: Stage
+    service: str
+    parameters: dict[str, str]
+    facts: dict[str, str] = Field(default_factory=dict)
+    # For execution: the playbook tree digest that was approved; refuse to run anything else.
+    expected_digest: str | None = None
+
+
+class PlaybookResult(BaseModel):
+    stage: Stage
+    playbook: str
+    status: str  # ansible-runner's: successful, failed, timeout, canceled
+    rc: int
+    ok: bool
+    tasks: list[TaskResult] = Field(default_factory=list)
+    facts: dict[str, str] = Field(default_factory=dict)
+    started_at: datetime
+    finished_at: datetime
+    error: str | None = None
+    # sha256 over the playbook tree and inventory that ran: part of the plan an approval binds.
+    playbooks_digest: str = ""
+
+    @property
+    def changed_tasks(self) -> list[TaskResult]:
+        return [t for t in self.tasks if t.changed]
+
+
+class DecisionInput(BaseModel):
+    """Payload of the `approve` and `reject` Updates: what a person types into the UI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approver: str = ""
+    reason: str = ""
+    # A signed approval token (`interlock sign`); approver and reason then come from it.
+    token: str | None = None
+
+
+class DecisionRecord(BaseModel):
+    decision: DecisionKind
+    approver: str
+    reason: str
+    at: datetime
+    groups: list[str] = Field(default_factory=list)
+    signed: bool = False
+    human: bool = True
+    plan_hash: str | None = None
+    # The signed token behind a signed decision: a continued run verifies it again.
+    token: str | None = None
+
+
+class DecisionResult(BaseModel):
+    proposal_id: str
+    decision: DecisionKind
+    approver: str
+    status: ProposalStatus
+
+
+class TimelineEntry(BaseModel):
+    at: datetime
+    status: ProposalStatus
+    note: str = ""
+
+
+class Duplicate(BaseModel):
+    """A later proposal for the same problem, attached to the open one instead of starting its own.
+
+    Its evidence is checked like any proposal's; it never asks for a second approval.
+    """
+
+    proposal_id: str
+    recommender: str
+    model_version: str
+    confidence: float
+    received_at: datetime
+    evidence: EvidenceReport | None = None  # None while its checks run
+    ok: bool | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class AttachDuplicate(BaseModel):
+    """Payload of the `add_duplicate` signal."""
+
+    proposal: Proposal
+    received_at: datetime
+
+
+class DedupClaim(BaseModel):
+    """Input of the claim workflow that holds a dedup key for the proposal that owns it."""
+
+    key: str
+    owner: str
+    window: timedelta
+
+
+class ProposalState(BaseModel):
+    """The whole state of one proposal: the `status` query's answer and the workflow's result."""
+
+    proposal: Proposal
+    workflow_id: str
+    status: ProposalStatus
+    submitted_at: datetime
+    policy_version: str | None = None
+    service: ServiceFacts | None = None
+    evidence: EvidenceReport | None = None
+    # The evidence asked again just before execution (when older than its max age) and
+    # after it (has the condition cleared within the action's settle time?).
+    evidence_recheck: EvidenceReport | None = None
+    evidence_after: EvidenceReport | None = None
+    risk: RiskAssessment | None = None
+    preview: PlaybookResult | None = None
+    decisions: list[DecisionRecord] = Field(default_factory=list)
+    execution: PlaybookResult | None = None
+    verification: PlaybookResult | None = None
+    rollback: PlaybookResult | None = None
+    rollback_verification: PlaybookResult | None = None
+    reasons: list[str] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    plan_hash: str | None = None
+    mode: str = "approve"
+    waiting_for: str | None = None
+    escalated: bool = False
+    pauses: list[Pause] = Field(default_factory=list)
+    freezes: list[str] = Field(default_factory=list)
+    # Proposals attached as duplicates (the first MAX_RECORDED_DUPLICATES in full); all counted.
+    duplicates: list[Duplicate] = Field(default_factory=list)
+    duplicate_count: int = 0
+
+    def rejected_decision_pending(self) -> bool:
+        return self.status is ProposalStatus.REJECTED
+
+
+class PauseScope(BaseModel):
+    """What a kill switch covers: everything, or one action, recommender or service."""
+
+    model_config = ConfigDict(frozen=True)
+
+    all: bool = False
+    action: str | None = None
+    recommender: str | None = None
+    service: str | None = None
+
+    def covers(self, action: str, recommender: str, service: str) -> bool:
+        return (
+            self.all
+            or self.action == action
+            or self.recommender == recommender
+            or self.service == service
+        )
+
+    def describe(self) -> str:
+        if self.all:
+            return "all"
+        parts = [
+            f"{k}={v}"
+            for k, v in (
+                ("action", self.action),
+                ("recommender", self.recommender),
+                ("service", self.service),
+            )
+            if v
+        ]
+        return ",".join(parts)
+
+
+class Pause(BaseModel):
+    scope: PauseScope
+    reason: str
+    by: str
+    at: datetime
+    abort_running: bool = False
+
+
+class PrecheckInput(BaseModel):
+    proposal_id: str
+    action: str
+    environment: str
+    service: str
+    recommender: str
+    playbooks_digest: str
+
+
+class PrecheckResult(BaseModel):
+    playbooks_digest: str
+    freezes: list[str]
+    pauses: list[Pause]
+
+
+class Notification(BaseModel):
+    kind: str  # awaiting_approval, escalation, outcome
+    proposal_id: str
+    text: str
+    status: str
+    group: str | None = None
+
+
+class CancelRequest(BaseModel):
+    """Which run to find the cancellation request of (who asked is in the history)."""
+
+    workflow_id: str
+    run_id: str
+
+
+class Channel(StrEnum):
+    """How a proposal reached Interlock; recorded in the audit trail and its metrics."""
+
+    HTTP = "http"
+    SDK = "sdk"
+    MCP = "mcp"
+    CLI = "cli"
+
+
+class RemediationInput(BaseModel):
+    proposal: Proposal
+    submitted_at: datetime
+    # None in histories from before the channel was recorded, so they still replay.
+    channel: Channel | None = None
+    # False only where the server has no Interlock search attributes (the time-skipping
+    # test server); everywhere else status and tier are kept filterable in the UI.
+    search_attributes: bool = True
+
+
+ProposalState.model_rebuild()

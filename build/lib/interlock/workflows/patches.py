@@ -1,0 +1,48 @@
+"""Every `workflow.patched` branch of the remediation workflow, with its way out.
+
+A patch lives through three steps (samples-python `patching/`):
+1. `patched`: new code calls `workflow.patched(NAME)`; histories recorded before it take the old
+   branch on replay (a `*_before_*` history in tests/histories proves it).
+2. `deprecated`: once no workflow started before the patch is still open (the longest a proposal
+   lives: its approval window, 24 h by default, plus execution), the old branch is deleted and the
+   call becomes `workflow.deprecate_patch(NAME)`; the `*_before_*` histories are deleted with it.
+   tests/workflows/test_patches.py already replays today's histories in that form.
+3. removed: after the namespace's retention period (histories with the marker are gone), the
+   `deprecate_patch` call goes too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Step(StrEnum):
+    PATCHED = "patched"
+    DEPRECATED = "deprecated"
+
+
+@dataclass(frozen=True)
+class Patch:
+    name: str
+    since: str  # the Interlock version that introduced it
+    what: str
+    step: Step = Step.PATCHED
+
+
+PLAYBOOK_QUEUE = Patch(
+    "playbooks-on-own-task-queue", "0.1.0", "playbooks run on `<queue>.playbooks`, bounded per worker"
+)
+AUDIT_BATCH = Patch(
+    "audit-events-batched", "0.1.0", "back-to-back audit events go to the store in one activity"
+)
+REDERIVE = Patch(
+    "continued-run-rederives-governance",
+    "0.2.0",
+    "a continued run re-derives governance from the policy and re-judges carried decisions",
+)
+DUPLICATE_KEY = Patch(
+    "duplicate-needs-owner-key", "0.2.0", "a duplicate is attached only with the owner's dedup key"
+)
+
+PATCHES = (PLAYBOOK_QUEUE, AUDIT_BATCH, REDERIVE, DUPLICATE_KEY)

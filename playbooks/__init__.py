@@ -1,0 +1,1 @@
+"""Interlock's built-in playbooks (an ansible-runner private_data_dir), installed as package data."""
