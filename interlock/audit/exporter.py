@@ -176,7 +176,7 @@ def policy_expiry(settings: Settings) -> ExpireAfter:
         if spec is not None and spec.approval_timeout:
             return spec.approval_timeout
         try:
-            return policy.approval_rules[RiskTier(tier)].expire_after
+            return policy.approval_rules[RiskTier(tier or "")].expire_after
         except (KeyError, ValueError):
             return None
 
