@@ -32,7 +32,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from interlock.audit.events import FALSE_RECOMMENDATION_STATUSES, EventKind
+from interlock.audit.events import FALSE_RECOMMENDATION_STATUSES, FINAL_STATUSES, EventKind
 from interlock.audit.store import TABLE, AuditStoreError, one_line
 
 if TYPE_CHECKING:
@@ -491,4 +491,260 @@ def prometheus_text(metrics: dict[str, Any]) -> str:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
         for labels, m in series:
             lines.append(f"{name}{_labels(labels)} {_number(m[key])}")
+    return "\n".join(lines) + "\n"
+
+
+# --- Lifetime counters and histograms (Prometheus conventions) ---------------------------
+#
+# Counted over the whole append-only trail, so every figure only grows: a true counter, and a
+# histogram whose buckets only fill. Every replica that exports them reads the same store and
+# shows the same value, so dashboards and rules aggregate them with `max without (instance)`
+# (never sum); the per-process evidence fetch series are the ones to sum.
+
+# Seconds from submission: a minute to a day, where people's response times fall.
+DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
+_COUNTED_KINDS = (
+    EventKind.SUBMITTED,
+    EventKind.FINAL,
+    EventKind.DECISION,
+    EventKind.ESCALATED,
+    EventKind.SECURITY,
+    EventKind.DECISION_REFUSED,
+    EventKind.AUDIT_EXCEPTION,
+)
+_EXCEPTION_KINDS = (EventKind.SECURITY, EventKind.DECISION_REFUSED, EventKind.AUDIT_EXCEPTION)
+# (metric name, help): the durations lifetime_figures measures per proposal.
+HISTOGRAMS = (
+    (
+        "interlock_time_to_first_response_seconds",
+        "Seconds from submission to the first decision by a person.",
+    ),
+    (
+        "interlock_time_to_decision_seconds",
+        "Seconds from submission to the first decision, by a person or the policy.",
+    ),
+    (
+        "interlock_time_to_resolve_seconds",
+        "Seconds from submission to completion, for proposals that completed.",
+    ),
+)
+
+
+def _lifetime_durations() -> Select[Any]:
+    """Bucket counts, sums and counts of the three durations, in one pass over the proposals."""
+    e = TABLE.c
+    decision = _kind(EventKind.DECISION)
+    final = _kind(EventKind.FINAL)
+    per = (
+        select(
+            func.min(e.at).filter(_kind(EventKind.SUBMITTED)).label("submitted_at"),
+            func.min(e.at).filter(and_(decision, json_flag(e.data, "human"))).label("human_at"),
+            func.min(e.at).filter(decision).label("decided_at"),
+            func.min(e.at).filter(final).label("final_at"),
+            func.max(e.status).filter(final).label("final_status"),
+        )
+        .where(_kind(EventKind.SUBMITTED, EventKind.DECISION, EventKind.FINAL))
+        .group_by(e.proposal_id)
+        .subquery("per")
+    )
+    start = epoch(per.c.submitted_at)
+    measured = (
+        (epoch(per.c.human_at) - start, per.c.human_at.is_not(None)),
+        (epoch(per.c.decided_at) - start, per.c.decided_at.is_not(None)),
+        (epoch(per.c.final_at) - start, per.c.final_status == literal_column("'completed'")),
+    )
+    columns: list[ColumnElement[Any]] = []
+    for h, (value, has) in enumerate(measured):
+        where = and_(per.c.submitted_at.is_not(None), has)
+        columns += [
+            func.count().filter(and_(where, value <= bound)).label(f"h{h}_b{i}")
+            for i, bound in enumerate(DURATION_BUCKETS)
+        ]
+        columns += [
+            func.count().filter(where).label(f"h{h}_n"),
+            func.sum(value).filter(where).label(f"h{h}_s"),
+        ]
+    return select(*columns).select_from(per)
+
+
+def _waiting_approvals() -> Select[Any]:
+    """Proposals past their preview that neither ran nor ended, per action and risk tier, with
+    when the longest-waiting one started waiting (its approval clock starts at the preview)."""
+    e = TABLE.c
+    per = (
+        select(
+            func.min(e.at).filter(_kind(EventKind.PREVIEW)).label("waiting_since"),
+            func.max(e.action).label("action"),
+            func.max(e.risk_tier).label("risk_tier"),
+            func.count().filter(_kind(EventKind.EXECUTION_STARTED, EventKind.FINAL)).label("moved"),
+        )
+        .where(_kind(EventKind.PREVIEW, EventKind.EXECUTION_STARTED, EventKind.FINAL))
+        .group_by(e.proposal_id)
+        .subquery("per")
+    )
+    return (
+        select(
+            per.c.action,
+            per.c.risk_tier,
+            func.count().label("n"),
+            func.min(epoch(per.c.waiting_since)).label("oldest_epoch"),
+        )
+        .where(per.c.waiting_since.is_not(None), per.c.moved == 0)
+        .group_by(per.c.action, per.c.risk_tier)
+    )
+
+
+def lifetime_figures(
+    store: AuditStore, expire_after: Any = None, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """Counters and duration histograms over the whole trail, and the approvals waiting now.
+
+    `expire_after(action, risk_tier)` gives an approval's time limit (a timedelta, or None when
+    unknown); with it each waiting group carries `expires_in_seconds`, the time its
+    longest-waiting proposal has left.
+    """
+    now = now or datetime.now(UTC)
+    e = TABLE.c
+    counts = (
+        select(
+            e.kind,
+            e.status,
+            json_text(e.data, "decision").label("decision"),
+            json_flag(e.data, "human").label("human"),
+            func.count().label("n"),
+        )
+        .where(_kind(*_COUNTED_KINDS))
+        .group_by(e.kind, e.status, json_text(e.data, "decision"), json_flag(e.data, "human"))
+    )
+    try:
+        with store.engine.connect() as conn:
+            count_rows = conn.execute(counts).all()
+            durations = conn.execute(_lifetime_durations()).one()
+            waiting_rows = conn.execute(_waiting_approvals()).all()
+    except SQLAlchemyError as exc:
+        raise AuditStoreError(f"cannot read the audit store: {one_line(exc)}") from exc
+
+    finished: dict[str, int] = {}
+    decisions: dict[tuple[str, str], int] = {}
+    exceptions: dict[str, int] = {}
+    submitted = escalations = overrides = 0
+    for row in count_rows:
+        n = int(row.n)
+        if row.kind == EventKind.SUBMITTED:
+            submitted += n
+        elif row.kind == EventKind.FINAL and row.status:
+            finished[row.status] = finished.get(row.status, 0) + n
+        elif row.kind == EventKind.DECISION:
+            by = "person" if row.human else "policy"
+            key = (str(row.decision), by)
+            decisions[key] = decisions.get(key, 0) + n
+            # An override: a person rejected what the recommender proposed.
+            overrides += n if row.human and row.decision == "reject" else 0
+        elif row.kind == EventKind.ESCALATED:
+            escalations += n
+        elif row.kind in _EXCEPTION_KINDS:
+            exceptions[row.kind] = exceptions.get(row.kind, 0) + n
+    histograms = {}
+    for h, (name, _) in enumerate(HISTOGRAMS):
+        histograms[name] = {
+            "buckets": [int(getattr(durations, f"h{h}_b{i}") or 0) for i in range(len(DURATION_BUCKETS))],
+            "count": int(getattr(durations, f"h{h}_n") or 0),
+            "sum": float(getattr(durations, f"h{h}_s") or 0.0),
+        }
+    waiting = []
+    for row in waiting_rows:
+        group = {"action": row.action or "", "risk_tier": row.risk_tier or "", "count": int(row.n)}
+        limit = expire_after(row.action, row.risk_tier) if expire_after is not None else None
+        if limit is not None and row.oldest_epoch is not None:
+            group["expires_in_seconds"] = float(row.oldest_epoch) + limit.total_seconds() - now.timestamp()
+        waiting.append(group)
+    return {
+        "submitted": submitted,
+        "finished": dict(sorted(finished.items())),
+        "decisions": dict(sorted(decisions.items())),
+        "overrides": overrides,
+        "escalations": escalations,
+        "audit_exceptions": dict(sorted(exceptions.items())),
+        "histograms": histograms,
+        "waiting": sorted(waiting, key=lambda g: (g["action"], g["risk_tier"])),
+    }
+
+
+def _family(name: str, kind: str, help_text: str) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+
+
+def sample_line(name: str, labels: list[tuple[str, str]], value: float | int | None) -> str:
+    """One sample in the text format, label values escaped."""
+    return f"{name}{_labels(labels)} {_number(value)}"
+
+
+def histogram_lines(
+    name: str, labels: list[tuple[str, str]], bounds: Any, buckets: list[int], count: int, total: float
+) -> list[str]:
+    """One histogram's samples: cumulative `_bucket{le}` (buckets[i] counts values <= bounds[i]),
+    `+Inf`, `_sum` and `_count`."""
+    lines = [
+        f"{name}_bucket{_labels([*labels, ('le', _number(float(b)))])} {n}"
+        for b, n in zip(bounds, buckets, strict=True)
+    ]
+    lines.append(f"{name}_bucket{_labels([*labels, ('le', '+Inf')])} {count}")
+    lines.append(f"{name}_sum{_labels(labels)} {_number(float(total))}")
+    lines.append(f"{name}_count{_labels(labels)} {count}")
+    return lines
+
+
+def lifetime_text(figures: dict[str, Any]) -> str:
+    """lifetime_figures in the Prometheus text format: counters end in `_total`, durations are
+    histograms in seconds, and no ratio is precomputed (PromQL divides the rates)."""
+    lines = _family("interlock_proposals_submitted_total", "counter", "Proposals submitted.")
+    lines.append(f"interlock_proposals_submitted_total {figures['submitted']}")
+    lines += _family(
+        "interlock_proposals_finished_total", "counter", "Proposals that ended, by final status."
+    )
+    # Every final status is listed, at 0 until it happens: rate() then sees the first one.
+    for status in sorted(FINAL_STATUSES):
+        n = figures["finished"].get(status, 0)
+        lines.append(f"interlock_proposals_finished_total{_labels([('status', status)])} {n}")
+    lines += _family(
+        "interlock_decisions_total",
+        "counter",
+        "Approval decisions, by decision and by whom (person or policy).",
+    )
+    for decision in ("approve", "reject"):
+        for by in ("person", "policy"):
+            n = figures["decisions"].get((decision, by), 0)
+            lines.append(f"interlock_decisions_total{_labels([('decision', decision), ('by', by)])} {n}")
+    lines += _family("interlock_overrides_total", "counter", "Proposals a person rejected.")
+    lines.append(f"interlock_overrides_total {figures['overrides']}")
+    lines += _family("interlock_escalations_total", "counter", "Approvals escalated for want of a decision.")
+    lines.append(f"interlock_escalations_total {figures['escalations']}")
+    lines += _family(
+        "interlock_audit_exceptions_total",
+        "counter",
+        "Security, refused-decision and audit-exception events in the trail, by kind.",
+    )
+    for kind in _EXCEPTION_KINDS:
+        n = figures["audit_exceptions"].get(kind.value, 0)
+        lines.append(f"interlock_audit_exceptions_total{_labels([('kind', kind.value)])} {n}")
+    for name, help_text in HISTOGRAMS:
+        h = figures["histograms"][name]
+        lines += _family(name, "histogram", help_text)
+        lines += histogram_lines(name, [], DURATION_BUCKETS, h["buckets"], h["count"], h["sum"])
+    lines += _family(
+        "interlock_awaiting_approval", "gauge", "Proposals waiting for approval, by action and risk tier."
+    )
+    for g in figures["waiting"]:
+        labels = [("action", g["action"]), ("risk_tier", g["risk_tier"])]
+        lines.append(f"interlock_awaiting_approval{_labels(labels)} {g['count']}")
+    lines += _family(
+        "interlock_approval_expires_in_seconds",
+        "gauge",
+        "Seconds until the longest-waiting approval of the action and tier expires (negative: overdue).",
+    )
+    for g in figures["waiting"]:
+        if "expires_in_seconds" in g:
+            labels = [("action", g["action"]), ("risk_tier", g["risk_tier"])]
+            left = _number(g["expires_in_seconds"])
+            lines.append(f"interlock_approval_expires_in_seconds{_labels(labels)} {left}")
     return "\n".join(lines) + "\n"

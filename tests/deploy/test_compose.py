@@ -45,7 +45,8 @@ REQUIRED = {
     "INTERLOCK_DATABASE_URL",
     "INTERLOCK_POLICY",
 }
-PINNED_TAG = re.compile(r"^[\w./-]+:(?P<tag>\d+\.\d+(\.\d+)?[\w.-]*)$")
+# Prometheus' own images are tagged with a leading v (prom/prometheus:v2.53.2).
+PINNED_TAG = re.compile(r"^[\w./-]+:(?P<tag>v?\d+\.\d+(\.\d+)?[\w.-]*)$")
 DIGEST = re.compile(r"^[\w./:-]+@sha256:[0-9a-f]{64}$")
 # Images without a shell or any probe binary (FROM scratch) cannot run a healthcheck command.
 NO_SHELL_IMAGES = ("otel/opentelemetry-collector-contrib:",)
@@ -58,6 +59,7 @@ DOTENV = EXAMPLE | {
     "POSTGRES_PASSWORD": "pg-pw",
     "TEMPORAL_DB_PASSWORD": "t-pw",
     "INTERLOCK_APP_DB_PASSWORD": "a-pw",
+    "GRAFANA_ADMIN_PASSWORD": "g-pw",
 }
 
 
@@ -72,6 +74,8 @@ def test_the_compose_file_has_every_part_of_the_deployment() -> None:
     assert images["temporal-ui"].startswith("temporalio/ui:")
     assert images["jaeger"].startswith("jaegertracing/all-in-one:")
     assert images["otel-collector"].startswith("otel/opentelemetry-collector")
+    assert images["prometheus"].startswith("prom/prometheus:")
+    assert images["grafana"].startswith("grafana/grafana:")
     assert SERVICES["worker"]["command"] == ["worker"]
     assert SERVICES["worker"]["deploy"]["replicas"] == 2
     assert SERVICES["api"]["command"] == ["api"]
@@ -105,7 +109,7 @@ def interlock_commands() -> list[list[str]]:
     """Every `interlock ...` the image runs: its CMD, each service's command and health check."""
     commands = [exec_form(dict(dockerfile_instructions())["CMD"])]
     for service in SERVICES.values():
-        if is_interlock(service):
+        if is_interlock(service) and "entrypoint" not in service:
             commands.append([str(c) for c in service["command"]])
             test = (service.get("healthcheck") or {}).get("test") or []
             if test[:2] == ["CMD", "interlock"]:
@@ -119,6 +123,43 @@ def test_each_command_the_image_runs_exists(command: list[str]) -> None:
     interlock = Path(sys.executable).parent / "interlock"
     done = subprocess.run([str(interlock), *command, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in SERVICES.items() if "entrypoint" in s))
+def test_each_module_an_entrypoint_runs_takes_its_arguments(name: str) -> None:
+    entrypoint = [str(c) for c in SERVICES[name]["entrypoint"]]
+    assert entrypoint[:2] == ["python", "-m"], f"{name}: only `python -m MODULE` is checked here"
+    args = [str(c) for c in SERVICES[name].get("command") or []]
+    # The module parses the service's own arguments (a typo in a flag fails here), then --help.
+    done = subprocess.run(
+        [sys.executable, "-m", entrypoint[2], *args, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert all(a.lstrip("-").split("=")[0] in done.stdout for a in args if a.startswith("--"))
+
+
+def test_prometheus_scrapes_the_exporter_and_loads_the_rules_and_grafana_shows_the_dashboard() -> None:
+    metrics = SERVICES["metrics"]
+    port = metrics["command"][metrics["command"].index("--port") + 1]
+    prometheus = SERVICES["prometheus"]
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = config["scrape_configs"]
+    targets = [t for job in jobs for c in job.get("static_configs", []) for t in c["targets"]]
+    assert f"metrics:{port}" in targets
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"] if v.startswith("./")}
+    for rule_file in config["rule_files"]:
+        assert mounts[rule_file] == "./deploy/prometheus/interlock-rules.yml"
+    # One exporter of the store's figures: replicas would all export the same values.
+    assert (metrics.get("deploy") or {}).get("replicas", 1) == 1
+    grafana = SERVICES["grafana"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"] if v.startswith("./")}
+    provisioning = ROOT / mounted["/etc/grafana/provisioning"]
+    provider = yaml.safe_load((provisioning / "dashboards" / "interlock.yml").read_text())
+    dashboards = ROOT / mounted[provider["providers"][0]["options"]["path"]]
+    assert (dashboards / "interlock.json").is_file()
+    source = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+    assert "127.0.0.1:9090:9090" in prometheus["ports"]
 
 
 @pytest.mark.parametrize("name", sorted(n for n, s in SERVICES.items() if is_interlock(s)))

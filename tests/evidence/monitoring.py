@@ -147,13 +147,17 @@ class Monitoring:
 
 
 @contextmanager
-def _process(args: list[str], log: Path, ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
+def _process(
+    args: list[str], log: Path, ready_url: str, **get: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `args` until the block ends, once `ready_url` answers 200 (`get`: httpx.get's
+    arguments for it, such as auth and verify)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for(
             f"{args[0]} to be ready (log: {log})",
-            lambda: proc.poll() is None and httpx.get(ready_url, timeout=1).status_code == 200
+            lambda: proc.poll() is None and httpx.get(ready_url, timeout=1, **get).status_code == 200
             or _died(proc, log),
             timeout=60,
         )

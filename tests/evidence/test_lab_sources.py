@@ -180,10 +180,11 @@ async def test_a_query_the_source_refuses_is_not_evidence(
     checks = {"bad": {"query": 'rate(error_ratio{service="$service"}[5m])', "above": 0.1}}
     spec = lab_source("prometheus", monitor_url, checks=checks)
     result = await claim(http, "prometheus", monitor_url, "bad", spec=spec)
-    assert result.fetched and not result.supports
+    # Not fetched: a refusal says nothing about the target, so it can never mean "cleared".
+    assert not result.fetched and not result.supports
     assert result.reason.startswith("prometheus refused the query 'rate(error_ratio")
     assert "unsupported query" in result.reason  # the source's own error text
-    assert result.attempts == 1  # a 400 is an answer, not an outage
+    assert result.attempts == 1  # a 400 is not an outage: not retried
 
 
 async def test_an_unknown_health_endpoint_is_not_a_failing_one(
@@ -191,7 +192,7 @@ async def test_an_unknown_health_endpoint_is_not_a_failing_one(
 ) -> None:
     # storefront is catalogued but the lab does not run it: the monitor answers 404.
     result = await claim(http, "http-health", monitor_url, "unhealthy", target="storefront")
-    assert result.fetched and not result.supports
+    assert not result.fetched and not result.supports
     assert "answered HTTP 404, which says nothing about storefront's health" in result.reason
 
 

@@ -191,9 +191,10 @@ async def test_an_alertmanager_cluster_answers_while_one_member_is_down(
 
 async def test_the_servers_error_text_is_shown(http: httpx.AsyncClient, calm: Monitoring) -> None:
     am = await claim(http, "alertmanager", "", "bad_matcher", spec=alertmanager(calm))
-    assert not am.supports
+    # A refusal is no answer: after a change it must not read as "cleared".
+    assert not am.supports and not am.fetched
     assert am.reason.startswith("alertmanager did not list alerts (HTTP 400): ")
     assert len(am.reason) > len("alertmanager did not list alerts (HTTP 400): ") + 5
     prom = await claim(http, "prometheus", "", "bad_query", spec=prometheus(calm))
-    assert not prom.supports
+    assert not prom.supports and not prom.fetched
     assert "(HTTP 400): " in prom.reason and "parse error" in prom.reason
