@@ -10,6 +10,9 @@ COPY interlock ./interlock
 COPY workflows ./workflows
 COPY activities ./activities
 COPY worker ./worker
+# The built-in playbooks install as package data (interlock.playbooks); a team's own tree is
+# mounted and named by INTERLOCK_PLAYBOOKS instead.
+COPY playbooks ./playbooks
 RUN /opt/interlock/venv/bin/pip install . \
     && find /opt/interlock/venv -name __pycache__ -prune -exec rm -rf {} +
 
@@ -20,12 +23,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/interlock --create-home interlock
 COPY --from=build /opt/interlock/venv /opt/interlock/venv
-COPY playbooks /opt/interlock/playbooks
 ENV PATH=/opt/interlock/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    INTERLOCK_HOME=/var/lib/interlock \
-    INTERLOCK_PLAYBOOKS=/opt/interlock/playbooks
+    INTERLOCK_HOME=/var/lib/interlock
 USER 10001:10001
 WORKDIR /var/lib/interlock
 ENTRYPOINT ["interlock"]

@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from interlock.activities.records import ExecutionRecords, RecordsUnavailable, VisibilityCache
 from temporalio import activity
 from temporalio.client import Client
 
+from interlock.activities.records import ExecutionRecords, RecordsUnavailable, VisibilityCache
 from interlock.contracts import Activity
 from interlock.evidence import check_items, client_for, tls_settings
 from interlock.governance import Assessment, Governance

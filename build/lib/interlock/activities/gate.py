@@ -8,9 +8,9 @@ import logging
 from datetime import UTC, datetime
 
 import httpx
-from interlock.activities.ansible import playbooks_digest
 from temporalio import activity
 
+from interlock.activities.ansible import playbooks_digest
 from interlock.contracts import Activity
 from interlock.models import Notification, PrecheckInput, PrecheckResult
 from interlock.pauses import PauseStore, database_url

@@ -10,8 +10,6 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from interlock.workflows.core import PLAYBOOK_QUEUE_PATCH, PLAYBOOK_RETRY, WorkflowCore
-
     from interlock import gate
     from interlock.audit.events import EventKind
     from interlock.contracts import Activity
@@ -29,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
     )
     from interlock.presentation import approval_details
+    from interlock.workflows.core import PLAYBOOK_QUEUE_PATCH, PLAYBOOK_RETRY, WorkflowCore
 
 
 def playbook_task_queue(task_queue: str) -> str:
