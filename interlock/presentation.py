@@ -10,7 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from interlock.models import DecisionRecord, EvidenceReport, PlaybookResult, ProposalState, ProposalStatus
+from interlock.models import (
+    BatchResult,
+    DecisionRecord,
+    EvidenceReport,
+    PlaybookResult,
+    ProposalState,
+    ProposalStatus,
+)
 from interlock.untrusted import MARKDOWN, TERMINAL, Rendering
 
 
@@ -74,9 +81,23 @@ def approval_details(state: ProposalState, *, markdown: bool = True) -> str:
             f'`interlock reject {pid} --as alice --reason "..."`',
             f"Web UI: Send Update `approve` or `reject` with `{example}`",
         ]
+    if state.execution and state.execution.batches:
+        lines += ["", "### Rollout, batch by batch", *batch_lines(state.execution.batches, markdown=markdown)]
     if state.reasons:
         lines += ["", "### Outcome", *[f"- {r.text(reason)}" for reason in state.reasons]]
     return "\n".join(lines)
+
+
+def batch_lines(batches: list[BatchResult], *, markdown: bool = True) -> list[str]:
+    """One line per batch (its hosts and where it stands), then one per host of it."""
+    r: Rendering = MARKDOWN if markdown else TERMINAL
+    lines = []
+    for b in batches:
+        lines.append(f"- batch {b.index + 1}: {r.text(', '.join(b.hosts))}: {b.status.value}")
+        for result in b.results:
+            why = f": {r.text(result.reason)}" if result.reason else ""
+            lines.append(f"  - {r.text(result.host)} ({result.stage.value}) {result.status}{why}")
+    return lines
 
 
 def decision_mark(d: DecisionRecord) -> str:
