@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -41,11 +42,33 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _host_name(value: str) -> str:
+    # Hosts reach Ansible's --limit: a name only, never a pattern (no ':', '!', '&', '*', '~').
+    if not SAFE_NAME.match(value) or value.lower().startswith("ansible_"):
+        raise ValueError(f"host {value!r} is not a safe inventory name")
+    return value
+
+
+HostName = Annotated[str, AfterValidator(_host_name)]
+
+
 class ServiceSpec(_Model):
     owner: str
     aliases: list[str] = Field(default_factory=list)
     environments: list[str] = Field(default_factory=lambda: ["lab"])
     dependents: list[str] = Field(default_factory=list)
+    # Per environment, the inventory hosts (or groups) the service runs on. An environment
+    # without an entry has no host list: its playbooks run without a --limit.
+    hosts: dict[str, list[HostName]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _hosts_in_environments(self) -> ServiceSpec:
+        for env, names in self.hosts.items():
+            if env not in self.environments:
+                raise ValueError(f"hosts: {env!r} is not one of the service's environments")
+            if len(set(names)) != len(names):
+                raise ValueError(f"hosts.{env}: a host is listed twice")
+        return self
 
 
 class ParameterSpec(_Model):
@@ -73,6 +96,39 @@ class Playbooks(_Model):
         return self.verify
 
 
+class Rollout(_Model):
+    """How an action's change goes through a service's hosts: `batch` hosts at a time (a count
+    or a share like "25%"), stopping once more than `max_failed` hosts failed, `pause` between."""
+
+    batch: int | str = 1
+    max_failed: Annotated[int, Field(ge=0)] = 0
+    pause: Duration | None = None
+
+    @model_validator(mode="after")
+    def _batch(self) -> Rollout:
+        if isinstance(self.batch, int):
+            if self.batch < 1:
+                raise ValueError("batch: at least 1 host")
+        elif not re.fullmatch(r"(100|[1-9][0-9]?)%", self.batch):
+            raise ValueError(f"batch: {self.batch!r} is neither a number of hosts nor a share like '25%'")
+        return self
+
+
+class StageTimeouts(_Model):
+    """The longest each of an action's playbooks may run (unset: the worker's setting)."""
+
+    preview: Duration | None = None
+    execute: Duration | None = None
+    verify: Duration | None = None
+    rollback: Duration | None = None
+
+    def for_stage(self, stage: Stage) -> timedelta | None:
+        if stage is Stage.VERIFY_ROLLBACK:
+            return self.verify
+        value: timedelta | None = getattr(self, stage.value)
+        return value
+
+
 class ActionSpec(_Model):
     description: str = ""
     owner: str
@@ -84,6 +140,9 @@ class ActionSpec(_Model):
     # After a successful run, how long the evidence that justified it may take to clear
     # (the alert to resolve, the health check to pass). None: the evidence is not re-read.
     settle_time: Duration | None = None
+    # Rolling execution over the service's hosts; None: every host in one batch.
+    rollout: Rollout | None = None
+    timeouts: StageTimeouts = Field(default_factory=StageTimeouts)
 
     @model_validator(mode="after")
     def _parameter_names(self) -> ActionSpec:
@@ -436,6 +495,11 @@ class Policy(_Model):
                 return canonical
         return None
 
+    def service_hosts(self, service: str, environment: str) -> list[str]:
+        """The inventory hosts (or groups) the catalog lists for a service in an environment."""
+        spec = self.services.get(service)
+        return list(spec.hosts.get(environment, [])) if spec else []
+
     def dependents(self, service: str) -> list[str]:
         """Every service that depends on `service`, transitively, sorted."""
         seen: set[str] = set()
@@ -559,6 +623,11 @@ def validate_against_policy(proposal: Proposal, policy: Policy) -> list[str]:
         errors.append(
             f"target.environment: {service} does not run in {proposal.target.environment!r}"
         )
+    if service is not None and proposal.target.hosts is not None:
+        errors += host_errors(
+            proposal.target.hosts, policy.service_hosts(service, proposal.target.environment),
+            service, proposal.target.environment,
+        )
     for name, value in proposal.parameters.items():
         spec = action.parameters.get(name)
         if spec is None:
@@ -578,6 +647,21 @@ def validate_against_policy(proposal: Proposal, policy: Policy) -> list[str]:
             )
         elif why := policy.check_refusal(proposal.action, item.source, item.ref):
             errors.append(f"evidence.{i}.ref: {why}")
+    return errors
+
+
+def host_errors(hosts: list[str], fleet: list[str], service: str, environment: str) -> list[str]:
+    """Why `target.hosts` cannot narrow this service's fleet, naming each unknown host."""
+    if not fleet:
+        return [f"target.hosts: the catalog lists no hosts for {service} in {environment!r}"]
+    errors = [
+        f"target.hosts: {h!r} is not a host of {service} in {environment!r} "
+        f"(hosts: {', '.join(fleet)})"
+        for h in hosts
+        if h not in fleet
+    ]
+    if len(set(hosts)) != len(hosts):
+        errors.append("target.hosts: a host is named twice")
     return errors
 
 

@@ -45,4 +45,11 @@ DUPLICATE_KEY = Patch(
     "duplicate-needs-owner-key", "0.2.0", "a duplicate is attached only with the owner's dedup key"
 )
 
-PATCHES = (PLAYBOOK_QUEUE, AUDIT_BATCH, REDERIVE, DUPLICATE_KEY)
+PLAN_HOSTS = Patch(
+    "plan-hash-binds-hosts", "0.2.0", "the plan hash binds each previewed task's host and the batches"
+)
+ROLLOUT = Patch(
+    "rolling-execution", "0.2.0", "execution goes through the hosts batch by batch, rolling back on failure"
+)
+
+PATCHES = (PLAYBOOK_QUEUE, AUDIT_BATCH, REDERIVE, DUPLICATE_KEY, PLAN_HOSTS, ROLLOUT)

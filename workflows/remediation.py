@@ -162,6 +162,11 @@ class RemediationWorkflow(ExecutionStages, DecisionHandlers):
                 "changed": [t.task for t in self.state.preview.changed_tasks],
             },
         )
+        # The preview can raise the tier (the hosts it would change): the ceiling is checked again.
+        above = gate.ceiling_refusal(proposal.recommender, self.tier, self.gov)
+        if above:
+            await self._audit(EventKind.SECURITY, data={"ok": False, "reasons": [above]}, later=True)
+            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, [above])
         self.state.mode = self.gov.mode.value
         if self.gov.mode is Mode.SHADOW:
             # Assessed and recorded; nobody is asked and nothing runs.

@@ -109,7 +109,7 @@ def test_a_restart_that_crashed_before_its_record_is_not_repeated(
     # restart, and a new process already serving.
     cid = change_id()
     serving = lab.status()["services"]["checkout-api"]["pid"]
-    intent = lab.paths.change_records / f"{cid}.restart_service.restart.checkout-api.json"
+    intent = lab.paths.change_records / f"{cid}.restart_service.restart.checkout-api.localhost.json"
     intent.write_text(json.dumps({"previous_pid": 1, "pid": None}))
 
     run = run_playbook("restart_service.yml", extravars(lab, cid, service="checkout-api"))

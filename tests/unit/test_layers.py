@@ -20,6 +20,7 @@ DOMAIN = {
     "interlock.sources",
     "interlock.durations",
     "interlock.risk",
+    "interlock.rollout",
     "interlock.gate",
     "interlock.governance",
     "interlock.presentation",
