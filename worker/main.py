@@ -168,6 +168,7 @@ def build_worker(
             guard.cancel_requested_by,
             audit.record_event,
             audit.record_events,
+            audit.evaluate_graduation,
         ],
         max_concurrent_activities=settings.max_concurrent_activities,
         max_cached_workflows=settings.max_cached_workflows,

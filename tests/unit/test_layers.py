@@ -27,6 +27,7 @@ DOMAIN = {
     "interlock.signing",
     "interlock.contracts",
     "interlock.audit.events",
+    "interlock.autonomy",
     "interlock.search",
 }
 # Libraries that reach a database, a network, a process or a terminal.
