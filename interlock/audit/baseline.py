@@ -86,9 +86,7 @@ def parse_baseline(text: str) -> list[BaselineIncident]:
             names[column] = hit
     for needed in ("opened", "resolved"):
         if needed not in names:
-            raise BaselineError(
-                f"no {needed} column (accepted headers: {', '.join(COLUMNS[needed])})"
-            )
+            raise BaselineError(f"no {needed} column (accepted headers: {', '.join(COLUMNS[needed])})")
     if "service" not in names and "incident_type" not in names:
         raise BaselineError("no service or incident type column: the baseline cannot be matched")
     incidents: list[BaselineIncident] = []
@@ -110,9 +108,10 @@ def parse_baseline(text: str) -> list[BaselineIncident]:
         for label, value in (("resolved", resolved), ("first_response", first)):
             if value is not None and value < opened:
                 raise BaselineError(f"line {line}: {label} is before opened")
-        identity = cell("incident_id") or hashlib.sha256(
-            "\x1f".join(cell(c) for c in COLUMNS).encode()
-        ).hexdigest()[:32]
+        identity = (
+            cell("incident_id")
+            or hashlib.sha256("\x1f".join(cell(c) for c in COLUMNS).encode()).hexdigest()[:32]
+        )
         for label, value in (("incident_id", identity), ("service", cell("service")),
                              ("incident_type", cell("incident_type"))):  # fmt: skip
             if len(value) > (128 if label == "incident_id" else 256):

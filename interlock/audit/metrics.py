@@ -15,11 +15,10 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     Float,
-    Integer,
     Select,
     String,
     and_,
-    cast,
+    case,
     func,
     literal_column,
     null,
@@ -525,6 +524,24 @@ def _json_path_sqlite(element: json_path_text, compiler: SQLCompiler, **kw: Any)
     return f"json_extract({compiler.process(element.clauses, **kw)}, '$.{element.path}')"
 
 
+class whole(FunctionElement[float]):
+    """The largest whole number not above a (positive) value, on either database."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(whole, "postgresql")
+def _whole_pg(element: whole, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"floor({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(whole, "sqlite")
+def _whole_sqlite(element: whole, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite may be built without floor(); CAST truncates, which is floor for times after 1970.
+    return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"
+
+
 # A change that had to be undone, or that a person has to look at after a failed rollback.
 ROLLBACK_STATUSES = ("rolled_back", "needs_manual_intervention")
 SCORECARD_KEYS = ("recommender", "model_version", "action")
@@ -720,15 +737,15 @@ def scorecard(
     p = _scorecard_proposals(filters, since)
     at_submission = _mode_at_submission(p)
     starts = start_modes or {}
+    fallback: ColumnElement[Any] = _lit("approve")
     if starts:
-        from sqlalchemy import case
-
-        fallback: ColumnElement[Any] = case(
-            *((p.c.action == a, _lit(m)) for a, m in sorted(starts.items())), else_=_lit("approve")
-        )
-    else:
-        fallback = _lit("approve")
-    mode = func.coalesce(at_submission, fallback).label("mode")
+        fallback = case(*((p.c.action == a, _lit(m)) for a, m in sorted(starts.items())), else_=fallback)
+    # A proposal that ended shadowed ran in shadow mode, whatever the standing said (the policy's
+    # modes rule may have put it there).
+    mode = case(
+        (p.c.final_status == _lit("shadowed"), _lit("shadow")),
+        else_=func.coalesce(at_submission, fallback),
+    ).label("mode")
     rows_q = select(p, mode, _human_acted_later(p).label("acted")).subquery("scored")
     r = rows_q.c
     keys = [r.recommender, r.model_version, r.action]
@@ -831,8 +848,7 @@ def figures_over_time(
     ones: the report's charts."""
     p = _scorecard_proposals({}, since)
     width = bucket.total_seconds()
-    # CAST truncates, which is floor for times after 1970 (SQLite may lack floor()).
-    start = (cast(epoch(p.c.submitted_at) / width, Integer) * width).label("bucket")
+    start = (whole(epoch(p.c.submitted_at) / width) * width).label("bucket")
     completed = p.c.final_status == _lit("completed")
     query = (
         select(
