@@ -71,6 +71,11 @@ def _mount_optional() -> None:
     from interlock.tracing import trace_command
 
     app.command(name="trace")(trace_command)
+    from interlock.autonomy_cli import baseline_app, report_command, scorecard_command
+
+    app.command(name="scorecard")(scorecard_command)
+    app.add_typer(baseline_app, name="baseline")
+    app.command(name="report")(report_command)
 
 
 _mount_optional()

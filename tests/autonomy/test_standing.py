@@ -49,7 +49,11 @@ class Pilot:
     def __init__(self, store: AuditStore, policy: Policy, model: str = "demo-1"):
         self.store, self.policy, self.model, self.n = store, policy, model, 0
 
-    def finish(self, status: str, human: str | None = None, minutes: float | None = None) -> list[Any]:
+    def finish(self, status: str, human: str | None = None) -> list[Any]:
+        pid, end = self.record(status, human)
+        return evaluate_graduation(self.store, self.policy, self.input(pid, status, end))
+
+    def record(self, status: str, human: str | None = None, minutes: float | None = None) -> tuple[str, Any]:
         self.n += 1
         pid = f"{self.model}-{self.n:03d}"
         at = T0 + timedelta(minutes=minutes if minutes is not None else 10 * self.n)
@@ -75,7 +79,7 @@ class Pilot:
             AuditEventIn(event_id=f"{pid}/r/3/final", kind=EventKind.FINAL, at=end, status=status, **common)
         )
         self.store.append_many(events)
-        return evaluate_graduation(self.store, self.policy, self.input(pid, status, end))
+        return pid, end
 
     def input(self, pid: str, status: str, at: Any) -> GraduationInput:
         return GraduationInput(proposal_id=pid, recommender="demo", model_version=self.model,
@@ -125,22 +129,15 @@ def test_concurrent_evaluations_record_one_change(store: AuditStore) -> None:
     pilot = Pilot(store, policy_with())
     for _ in range(2):
         pilot.finish("shadowed")
-    pilot.n += 1
-    pid = "demo-1-003"
-    results: list[list[Any]] = []
     # The third final is recorded; several evaluations of it race (retries, other proposals).
-    pilot.store.append_many(
-        [AuditEventIn(event_id=f"{pid}/r/1/submitted", proposal_id=pid, kind=EventKind.SUBMITTED, at=T0 + timedelta(minutes=30),
-                      recommender="demo", model_version="demo-1", action="restart_service", service="checkout-api"),
-         AuditEventIn(event_id=f"{pid}/r/3/final", proposal_id=pid, kind=EventKind.FINAL, at=T0 + timedelta(minutes=32),
-                      status="shadowed", recommender="demo", model_version="demo-1", action="restart_service",
-                      service="checkout-api")]
-    )  # fmt: skip
+    pid, _ = pilot.record("shadowed")
+    results: list[list[Any]] = []
     times = [T0 + timedelta(minutes=32, seconds=s) for s in range(4)]
-    threads = [
-        threading.Thread(target=lambda t=t: results.append(evaluate_graduation(store, pilot.policy, pilot.input(pid, "shadowed", t))))
-        for t in times
-    ]  # fmt: skip
+
+    def judge(at: Any) -> None:
+        results.append(evaluate_graduation(store, pilot.policy, pilot.input(pid, "shadowed", at)))
+
+    threads = [threading.Thread(target=judge, args=(t,)) for t in times]
     for t in threads:
         t.start()
     for t in threads:
