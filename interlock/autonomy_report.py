@@ -163,7 +163,7 @@ def _pair_charts(n: int, key: tuple[str, str], rows: list[dict[str, Any]]) -> st
         "override": [_ratio(r["human_rejections"], r["human_decisions"]) for r in rows],
         "rollback": [_ratio(r["rollbacks"], r["finals"]) for r in rows],
     }
-    volume = {"proposals": [float(r["proposals"]) for r in rows]}
+    volume: dict[str, list[float | None]] = {"proposals": [float(r["proposals"]) for r in rows]}
     mttr = {"MTTR (mean)": [r["mttr_sum"] / r["completed"] if r["completed"] else None for r in rows]}
     label = f"{key[0]} {key[1]}"
     return "\n".join(
@@ -286,7 +286,8 @@ def _scorecard_table(pairs: list[dict[str, Any]]) -> str:
 def _history(history: list[dict[str, Any]], end: float) -> str:
     if not history:
         return "<p>No mode changes yet: every model version stands at its start mode.</p>"
-    rows, steps = [], defaultdict(list)
+    rows: list[str] = []
+    steps: dict[tuple[str, str, str], list[tuple[float, str]]] = defaultdict(list)
     for h in history:
         at = h["at"] if isinstance(h["at"], datetime) else datetime.fromisoformat(str(h["at"]))
         data = h["data"]

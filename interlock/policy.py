@@ -409,17 +409,12 @@ def reference_errors(doc: Any) -> list[str]:
         action_name = _mapping(rule).get("action", "*")
         if isinstance(action_name, str) and action_name != "*" and action_name not in actions:
             errors.append(f"modes.{i}.action: unknown action {action_name!r}")
-    for i, rule in enumerate(_list(doc.get("graduation"))):
-        rule = _mapping(rule)
-        action_name = rule.get("action")
-        if isinstance(action_name, str) and action_name != "*" and action_name not in actions:
-            errors.append(f"graduation.{i}.action: unknown action {action_name!r}")
-        svc_name = rule.get("service", "*")
-        if isinstance(svc_name, str) and svc_name != "*" and svc_name not in services:
-            errors.append(f"graduation.{i}.service: unknown service {svc_name!r}")
-        env = rule.get("environment", "*")
-        if isinstance(env, str) and env != "*" and env not in environments:
-            errors.append(f"graduation.{i}.environment: unknown environment {env!r}")
+    for i, raw in enumerate(_list(doc.get("graduation"))):
+        grad = _mapping(raw)
+        for key, known in (("action", actions), ("service", services), ("environment", environments)):
+            value = grad.get(key, "*")
+            if isinstance(value, str) and value != "*" and value not in known:
+                errors.append(f"graduation.{i}.{key}: unknown {key} {value!r}")
     for i, freeze in enumerate(_list(doc.get("freezes"))):
         for env in _names(_mapping(freeze).get("environments")):
             if env != "*" and env not in environments:

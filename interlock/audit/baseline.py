@@ -112,10 +112,10 @@ def parse_baseline(text: str) -> list[BaselineIncident]:
             cell("incident_id")
             or hashlib.sha256("\x1f".join(cell(c) for c in COLUMNS).encode()).hexdigest()[:32]
         )
-        for label, value in (("incident_id", identity), ("service", cell("service")),
-                             ("incident_type", cell("incident_type"))):  # fmt: skip
-            if len(value) > (128 if label == "incident_id" else 256):
-                raise BaselineError(f"line {line}: {label} is too long")
+        lengths = {"incident_id": 128, "service": 256, "incident_type": 256}
+        for label, limit in lengths.items():
+            if len(identity if label == "incident_id" else cell(label)) > limit:
+                raise BaselineError(f"line {line}: {label} is longer than {limit} characters")
         incidents.append(
             BaselineIncident(
                 incident_id=identity,
@@ -166,7 +166,7 @@ def baseline_by_service(store: AuditStore) -> dict[str | None, dict[str, float |
     b = BASELINE.c
     mttr = epoch(b.resolved) - epoch(b.opened)
     response = epoch(b.first_response) - epoch(b.opened)
-    columns = [
+    columns: list[Any] = [
         func.count().label("incidents"),
         func.count(b.resolved).label("resolved"),
         func.coalesce(func.sum(mttr), 0.0).label("mttr_sum"),
