@@ -336,6 +336,7 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; font-size: 12px; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: left; }}
 th {{ background: #f2f2f2; }}
+table.scorecard, table.history {{ display: block; overflow-x: auto; max-width: 100%; }}
 svg.chart {{ display: block; margin: 0.5em 0 1.5em; background: #fcfcfc; border: 1px solid #eee; }}
 </style></head><body>
 {body}
