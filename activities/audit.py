@@ -15,8 +15,11 @@ from temporalio.exceptions import ApplicationError
 
 from interlock.audit import open_store
 from interlock.audit.events import AuditBatch, AuditEventIn, EventKind
+from interlock.audit.standing import evaluate_graduation
 from interlock.audit.store import AuditStore, EventIdConflict
+from interlock.autonomy import GraduationInput, GraduationResult
 from interlock.contracts import Activity
+from interlock.policy import load_policy
 from interlock.settings import Settings
 from interlock.tracing import current_trace_id
 
@@ -76,6 +79,18 @@ class AuditRecorder:
     async def record_events(self, batch: AuditBatch) -> None:
         """Events the workflow recorded back to back, written in one transaction: all or none."""
         await asyncio.to_thread(self._append, [self._traced(e) for e in batch.events])
+
+    @activity.defn(name=Activity.EVALUATE_GRADUATION)
+    async def evaluate_graduation(self, inp: GraduationInput) -> GraduationResult:
+        """After a final status: promote or demote the recommender's model version when its record
+        says so (a `mode_changed` event), which the next proposal's checks then apply."""
+        return await asyncio.to_thread(self._evaluate, inp)
+
+    def _evaluate(self, inp: GraduationInput) -> GraduationResult:
+        policy = load_policy(self.settings.effective_policy_file)
+        if not policy.graduation:
+            return GraduationResult()
+        return GraduationResult(changes=evaluate_graduation(self.store(), policy, inp))
 
     def execution_runs(self, proposal_id: str) -> set[str]:
         """The workflow runs that recorded starting this proposal's change (from event ids, which

@@ -9,6 +9,7 @@ then reported unconfirmed.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,10 @@ from interlock.activities.records import ExecutionRecords, RecordsUnavailable, V
 from temporalio import activity
 from temporalio.client import Client
 
+from interlock.audit import open_store
+from interlock.audit.standing import standing_of
+from interlock.audit.store import AuditStore, AuditStoreError
+from interlock.autonomy import ceiling, with_standing
 from interlock.contracts import Activity
 from interlock.evidence import check_items, client_for, tls_settings
 from interlock.governance import Assessment, Governance
@@ -30,7 +35,7 @@ from interlock.models import (
     Proposal,
     ServiceFacts,
 )
-from interlock.policy import Policy, load_policy, validate_against_policy
+from interlock.policy import Mode, Policy, load_policy, validate_against_policy
 from interlock.risk import RecentChange, RiskInput, TrackRecord
 from interlock.settings import Settings
 from interlock.sources import SourceSpec
@@ -54,6 +59,9 @@ class ProposalChecks:
         # One HTTP client per TLS setting (building one costs ~20-40 ms of CPU: TLS context):
         # the default for most sources, one per CA bundle / client certificate otherwise.
         self._http: dict[Any, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+        # The audit store, opened on the first proposal whose action has graduation rules.
+        self._store: AuditStore | None = None
+        self._opening = threading.Lock()
 
     def http(self, spec: SourceSpec | None = None) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -67,6 +75,10 @@ class ProposalChecks:
         return held[1]
 
     async def aclose(self) -> None:
+        with self._opening:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
         held, self._http = self._http, {}
         for loop, http in held.values():
             if loop is asyncio.get_running_loop():
@@ -105,6 +117,7 @@ class ProposalChecks:
         governance = Governance.from_policy(
             policy, proposal.action, proposal.target.environment, service, proposal.recommender, now
         )
+        governance = await self.earned(governance, policy, proposal, service)
         dependents = policy.dependents(service)
         risk_input = RiskInput(
             action=proposal.action,
@@ -144,6 +157,32 @@ class ProposalChecks:
             history_event_limit=self.settings.history_event_limit,
             dedup_key=policy.dedup.key_of(proposal, service),
         )
+
+    def store(self) -> AuditStore:
+        with self._opening:
+            if self._store is None:
+                self._store = open_store(self.settings)
+            return self._store
+
+    async def earned(
+        self, governance: Governance, policy: Policy, proposal: Proposal, service: str
+    ) -> Governance:
+        """The mode the recommender's model version has earned for this action (its standing in
+        the audit store), when the policy has graduation rules for it. A standing that cannot be
+        read gives no autonomy: shadow, never more than was earned."""
+        env = proposal.target.environment
+        rule = policy.graduation_for(proposal.action, env, service)
+        if rule is None:
+            return governance
+        top = ceiling(policy, proposal.action, env, service)
+        try:
+            standing = await asyncio.to_thread(
+                lambda: standing_of(self.store(), rule, top, proposal.recommender, proposal.model_version)
+            )
+        except AuditStoreError as err:
+            activity.logger.warning("standing unreadable, the proposal runs in shadow mode: %s", err)
+            return with_standing(governance, Mode.SHADOW)
+        return with_standing(governance, standing.mode)
 
     async def history_facts(self, facts: RiskInput, proposal_id: str, now: datetime) -> RiskInput:
         """Recent changes to the service and the recommender's track record, from Interlock's

@@ -72,6 +72,11 @@ def _mount_optional() -> None:
     from interlock.tracing import trace_command
 
     app.command(name="trace")(trace_command)
+    from interlock.autonomy_cli import baseline_app, report_command, scorecard_command
+
+    app.command(name="scorecard")(scorecard_command)
+    app.add_typer(baseline_app, name="baseline")
+    app.command(name="report")(report_command)
 
 
 _mount_optional()
@@ -566,6 +571,18 @@ def keys_generate(user: str) -> None:
     public = write_key(s.keys_dir, user)
     out.print(f"private key: {s.keys_dir / (user + '.key')} (keep it on the approver's machine)")
     out.print(f'policy roster entry:  {user}: {{groups: [...], public_key: "{public}"}}')
+
+
+@keys_app.command("audit")
+def keys_audit(path: Annotated[Path, typer.Argument(help="Where to write the private key (0600).")]) -> None:
+    """Make the workers' audit checkpoint signing key (and PATH.pub), unless PATH exists.
+
+    Give every worker the same key (INTERLOCK_AUDIT_SIGNING_KEY) and keep it off the database
+    host; auditors verify with the .pub alone (`interlock audit verify --public-key`)."""
+    from interlock.keys import ensure_audit_signing_key
+
+    made = ensure_audit_signing_key(path)
+    out.print(f"{'made' if made else 'kept the existing'} {path}; public key {path}.pub", markup=False)
 
 
 def _scope(all_: bool, action: str | None, recommender: str | None, service: str | None) -> Any:

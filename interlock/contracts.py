@@ -23,6 +23,8 @@ class Activity(StrEnum):
     RECORD_AUDIT_EVENT = "record_audit_event"
     RECORD_AUDIT_EVENTS = "record_audit_events"
     CANCEL_REQUESTED_BY = "cancel_requested_by"
+    # Earned autonomy: judge the recommender's standing after a final status.
+    EVALUATE_GRADUATION = "evaluate_graduation"
 
 
 class Update(StrEnum):

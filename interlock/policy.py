@@ -230,6 +230,58 @@ class ModeRule(_Model):
         )
 
 
+
+class Thresholds(_Model):
+    """Figures a recommender and model version must stay within over a graduation window.
+
+    Rates are over the final proposals counted (override: over the human decisions); a rate
+    that is not set is not checked.
+    """
+
+    min_proposals: Annotated[int, Field(ge=1, le=100_000)] = 1
+    max_false_recommendation_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_rollback_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_override_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+class GraduationRule(_Model):
+    """How a recommender's model version earns (and loses) autonomy for an action.
+
+    `start` is the mode a new model version begins in; `promote.approve` and `promote.auto`
+    are what it must show over `window` (since its last mode change) to move up one mode;
+    `demote` is what moves it down one. The policy's `modes` rule for the same action is the
+    ceiling: graduation never gives more than it (nor auto above its max_tier).
+    """
+
+    action: str
+    service: str = "*"
+    environment: str = "*"
+    window: Duration = timedelta(days=30)
+    start: Mode = Mode.SHADOW
+    promote: dict[Literal["approve", "auto"], Thresholds] = Field(default_factory=dict)
+    demote: Thresholds | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> GraduationRule:
+        if self.start is Mode.AUTO:
+            raise ValueError("start: a new model version never starts in auto; it must earn it")
+        if not self.promote and self.demote is None:
+            raise ValueError("a graduation rule needs promote or demote thresholds")
+        if self.window <= timedelta(0):
+            raise ValueError("window: must be positive")
+        return self
+
+    def matches(self, action: str, environment: str, service: str) -> bool:
+        return all(rule in ("*", value) for rule, value in (
+            (self.action, action), (self.environment, environment), (self.service, service)
+        ))  # fmt: skip
+
+    @property
+    def key(self) -> str:
+        """What a standing is recorded under: the rule's scope."""
+        return f"{self.action}/{self.service}/{self.environment}"
+
+
 class RecommenderScope(_Model):
     actions: list[str]
     services: list[str] = Field(default_factory=lambda: ["*"])
@@ -416,6 +468,12 @@ def reference_errors(doc: Any) -> list[str]:
         action_name = _mapping(rule).get("action", "*")
         if isinstance(action_name, str) and action_name != "*" and action_name not in actions:
             errors.append(f"modes.{i}.action: unknown action {action_name!r}")
+    for i, raw in enumerate(_list(doc.get("graduation"))):
+        grad = _mapping(raw)
+        for key, known in (("action", actions), ("service", services), ("environment", environments)):
+            value = grad.get(key, "*")
+            if isinstance(value, str) and value != "*" and value not in known:
+                errors.append(f"graduation.{i}.{key}: unknown {key} {value!r}")
     for i, freeze in enumerate(_list(doc.get("freezes"))):
         for env in _names(_mapping(freeze).get("environments")):
             if env != "*" and env not in environments:
@@ -449,6 +507,8 @@ class Policy(_Model):
     approval_rules: dict[RiskTier, ApprovalRule] = Field(default_factory=default_rules)
     recommenders: dict[str, RecommenderScope] = Field(default_factory=dict)
     modes: list[ModeRule] = Field(default_factory=list)
+    # Earned autonomy: the mode a recommender's model version has earned for an action.
+    graduation: list[GraduationRule] = Field(default_factory=list)
     freezes: list[FreezeWindow] = Field(default_factory=list)
     emergency_group: str = "emergency"
     notifier: Notifier = Field(default_factory=Notifier)
@@ -559,6 +619,13 @@ class Policy(_Model):
     def warnings(self) -> list[str]:
         """Valid but doubtful settings, as 'path: reason' lines (`interlock policy check`)."""
         lines = []
+        for i, rule in enumerate(self.graduation):
+            ceiling = self.mode_for(rule.action, rule.environment, rule.service).mode
+            if "auto" in rule.promote and ceiling is not Mode.AUTO:
+                lines.append(
+                    f"graduation.{i}.promote.auto: the modes rule for {rule.action} allows "
+                    f"{ceiling.value}, so auto can never be earned (the modes rule is the ceiling)"
+                )
         for name, action in self.actions.items():
             if action.settle_time is None:
                 continue
@@ -581,6 +648,14 @@ class Policy(_Model):
         """The last matching mode rule wins; the default is `approve`."""
         chosen = ModeRule()
         for rule in self.modes:
+            if rule.matches(action, environment, service):
+                chosen = rule
+        return chosen
+
+    def graduation_for(self, action: str, environment: str, service: str) -> GraduationRule | None:
+        """The last matching graduation rule, or None: the mode is then the `modes` rule's alone."""
+        chosen = None
+        for rule in self.graduation:
             if rule.matches(action, environment, service):
                 chosen = rule
         return chosen

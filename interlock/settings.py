@@ -205,6 +205,12 @@ class Settings(BaseSettings):
         9464, ge=0, le=65535, validation_alias=_env("INTERLOCK_METRICS_PORT"),
         description="Port of the Prometheus /metrics endpoint `interlock up` serves (0: off).",
     )
+    # Each `interlock worker` may serve its own series (evidence fetches per source) on this port;
+    # the store's figures come from one exporter, so replicas never double count them.
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, validation_alias=_env("INTERLOCK_WORKER_METRICS_PORT"),
+        description="Port on which `interlock worker` serves its own /metrics, on 0.0.0.0 (0: off).",
+    )
     otlp_endpoint: str | None = Field(
         None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
         description="OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318 (unset: no tracing).",

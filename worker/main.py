@@ -168,6 +168,7 @@ def build_worker(
             guard.cancel_requested_by,
             audit.record_event,
             audit.record_events,
+            audit.evaluate_graduation,
         ],
         max_concurrent_activities=settings.max_concurrent_activities,
         max_cached_workflows=settings.max_cached_workflows,
@@ -210,6 +211,13 @@ async def run_worker(settings: Settings) -> None:
     )
     stop = asyncio.create_task(stopping.wait())
     beat = asyncio.create_task(_touch_while_running(worker, alive_file(settings)))
+    metrics = None
+    if settings.worker_metrics_port:
+        from interlock.audit.exporter import serve_metrics
+
+        metrics = asyncio.create_task(
+            serve_metrics(settings, settings.worker_metrics_port, host="0.0.0.0", store=False)
+        )
     try:
         await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
         if stopping.is_set():
@@ -220,6 +228,8 @@ async def run_worker(settings: Settings) -> None:
     finally:
         stop.cancel()
         beat.cancel()
+        if metrics is not None:
+            metrics.cancel()
         alive_file(settings).unlink(missing_ok=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
 
     from interlock import gate
     from interlock.audit.events import AuditBatch, AuditEventIn, EventKind
+    from interlock.autonomy import GraduationInput, GraduationResult
     from interlock.contracts import Activity
     from interlock.governance import (
         ApprovalWait,
@@ -64,6 +65,9 @@ PLAYBOOK_QUEUE_PATCH = patches.PLAYBOOK_QUEUE.name
 AUDIT_BATCH_PATCH = patches.AUDIT_BATCH.name
 REDERIVE_PATCH = patches.REDERIVE.name
 DUPLICATE_KEY_PATCH = patches.DUPLICATE_KEY.name
+GRADUATION_PATCH = patches.GRADUATION.name
+# A few tries only: the standing is judged again at the next final status anyway.
+GRADUATION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 
 
 class WorkflowCore:
@@ -125,10 +129,39 @@ class WorkflowCore:
         await self._audit(EventKind.FINAL, data={"status": status.value, "reasons": reasons})
         workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
         self._notify("outcome", f"{status.value}: {self._headline()}")
+        if workflow.patched(GRADUATION_PATCH):
+            await self._evaluate_graduation(status)
         await self._flush_notifications()
         # Let in-flight Update handlers return their answer before the workflow closes.
         await self._shielded(workflow.wait_condition(workflow.all_handlers_finished))
         return self.state
+
+    async def _evaluate_graduation(self, status: ProposalStatus) -> None:
+        """Judge the recommender's standing now that this proposal is final; the outcome is already
+        recorded and never changes with it, and a failure only leaves the standing as it was."""
+        p = self.state.proposal
+        try:
+            result = await self._activity(
+                Activity.EVALUATE_GRADUATION,
+                GraduationInput(
+                    proposal_id=p.proposal_id,
+                    recommender=p.recommender,
+                    model_version=p.model_version,
+                    action=p.action,
+                    service=self.state.service.canonical if self.state.service else p.target.service,
+                    environment=p.target.environment,
+                    status=status.value,
+                    at=workflow.now(),
+                ),
+                GraduationResult,
+                timedelta(seconds=30),
+                retry_policy=GRADUATION_RETRY,
+            )
+        except ActivityError:
+            workflow.logger.warning("the recommender's standing could not be judged")
+            return
+        for change in result.changes:
+            self._notify("mode_changed", change.text())
 
     async def _finish_cancelled(self) -> ProposalState:
         """Temporal was asked to cancel this workflow (CLI, SDK, the Web UI): end it on record.

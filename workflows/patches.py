@@ -52,4 +52,8 @@ ROLLOUT = Patch(
     "rolling-execution", "0.2.0", "execution goes through the hosts batch by batch, rolling back on failure"
 )
 
-PATCHES = (PLAYBOOK_QUEUE, AUDIT_BATCH, REDERIVE, DUPLICATE_KEY, PLAN_HOSTS, ROLLOUT)
+GRADUATION = Patch(
+    "graduation-evaluated", "0.2.0", "each final status is followed by judging the recommender's standing"
+)
+
+PATCHES = (PLAYBOOK_QUEUE, AUDIT_BATCH, REDERIVE, DUPLICATE_KEY, PLAN_HOSTS, ROLLOUT, GRADUATION)

@@ -28,3 +28,6 @@ GRANT SELECT, INSERT ON audit_checkpoints TO interlock_app;
 -- Opening the store checks the schema version; it is already at head, so nothing is created.
 REVOKE ALL ON alembic_version FROM interlock_app;
 GRANT SELECT ON alembic_version TO interlock_app;
+-- The baseline (interlock baseline import) is added to, never changed.
+REVOKE ALL ON baseline_incidents FROM interlock_app;
+GRANT SELECT, INSERT ON baseline_incidents TO interlock_app;

@@ -90,7 +90,7 @@ def test_metrics(env: dict[str, str | None]) -> None:
         (["metrics", "--since", "soon"], "error: not a duration: 'soon' (use e.g. 30m, 24h, 7d)\n"),
         (
             ["metrics", "--by", "colour"],
-            "error: --by must be one of recommender, model, action, not 'colour'\n",
+            "error: --by must be one of recommender, model, action, channel, not 'colour'\n",
         ),
     ],
 )

@@ -157,7 +157,7 @@ def test_migrate_is_idempotent(backend: Backend, head_file: Path) -> None:
         store.migrate()
         store.migrate()
         store.append(event("p-1", "submitted"))
-    assert backend.scalar("SELECT version_num FROM alembic_version") == "0002_audit_checkpoints"
+    assert backend.scalar("SELECT version_num FROM alembic_version") == "0003_baseline_incidents"
 
 
 def test_canonical_form_is_plain_sorted_json() -> None:

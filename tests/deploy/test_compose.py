@@ -59,6 +59,7 @@ DOTENV = EXAMPLE | {
     "POSTGRES_PASSWORD": "pg-pw",
     "TEMPORAL_DB_PASSWORD": "t-pw",
     "INTERLOCK_APP_DB_PASSWORD": "a-pw",
+    "INTERLOCK_ANCHOR_DB_PASSWORD": "an-pw",
     "GRAFANA_ADMIN_PASSWORD": "g-pw",
 }
 

@@ -15,7 +15,7 @@ from interlock.models import BatchStatus, ProposalStatus
 from interlock.policy import load_policy
 from interlock.proposals import get_state, parse_proposal
 from tests.fleet.conftest import WORKER_SECRET, Fleet, artifact_text
-from tests.support import approve, final, new_id, propose
+from tests.support import approve, final, new_id, propose, replays_and_recorded
 
 
 def proposal_for(fleet: Fleet, hosts: list[str] | None = None):  # type: ignore[no-untyped-def]
@@ -42,6 +42,7 @@ async def test_a_rolling_restart_goes_one_host_at_a_time(
 
     await approve(client, proposal.proposal_id)
     done = await final(client, proposal.proposal_id)
+    await replays_and_recorded(client, proposal.proposal_id, "rolled_out_restart")
     assert done.status is ProposalStatus.COMPLETED, done.reasons
     after = fresh_fleet.pids()
     assert all(after[h] not in (None, before[h]) for h in before), (before, after)

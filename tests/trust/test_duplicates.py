@@ -15,7 +15,7 @@ from interlock.models import AttachDuplicate, DedupClaim, ProposalStatus
 from interlock.policy import load_policy
 from interlock.proposals import get_state, submit
 from interlock.settings import Settings
-from tests.support import make_proposal, propose
+from tests.support import make_proposal, propose, replays_and_recorded
 from tests.trust.support import now, stored
 
 
@@ -41,6 +41,7 @@ async def test_a_duplicate_for_another_problem_is_refused_and_recorded(
     assert refused and refused[0]["duplicate"] == other.proposal_id
     assert "dedup key" in refused[0]["reasons"][0]
     await handle.terminate("test over")
+    await replays_and_recorded(client, owner.proposal_id, "duplicate_refused")
 
 
 async def test_a_claim_pointed_at_an_unrelated_proposal_is_taken_over(

@@ -8,11 +8,13 @@ are entry points on top. Read from the source with `ast`, so it needs nothing in
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-PACKAGES = ("interlock", "workflows", "activities", "worker")
+# workflows/, activities/ and worker/ are reached through their links inside interlock/.
+PACKAGES = ("interlock",)
 
 DOMAIN = {
     "interlock.models",
@@ -28,6 +30,7 @@ DOMAIN = {
     "interlock.signing",
     "interlock.contracts",
     "interlock.audit.events",
+    "interlock.autonomy",
     "interlock.search",
 }
 # Libraries that reach a database, a network, a process or a terminal.
@@ -39,17 +42,20 @@ IO_LIBRARIES = (
 
 
 def module_name(path: Path) -> str:
-    """The installed name: workflows/, activities/ and worker/ install inside `interlock`."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[0] != "interlock":
-        parts.insert(0, "interlock")
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def python_files(root: Path) -> Iterator[Path]:
+    # os.walk, not Path.rglob: it follows the links to the top-level folders.
+    for folder, _, files in os.walk(root, followlinks=True):
+        yield from (Path(folder) / f for f in files if f.endswith(".py"))
 
 
 def modules() -> dict[str, Path]:
     found = {}
     for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
+        for path in python_files(ROOT / package):
             if "migrations" not in path.parts:
                 found[module_name(path)] = path
     return found

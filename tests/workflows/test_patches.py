@@ -4,20 +4,21 @@ histories replay with each patch deprecated (its old branch gone), the plan's se
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from interlock.workflows import patches
-from interlock.workflows.patches import PATCHES, Patch, Step
-from interlock.workflows.remediation import RemediationWorkflow
 from temporalio import workflow
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from interlock.audit.history import load_history
 from interlock.temporal import DATA_CONVERTER
+from interlock.workflows import patches
+from interlock.workflows.patches import PATCHES, Patch, Step
+from interlock.workflows.remediation import RemediationWorkflow
 
 ROOT = Path(__file__).parents[2]
 HISTORIES = sorted((ROOT / "tests" / "histories").glob("*.json"))
@@ -35,17 +36,28 @@ def test_every_patch_the_workflow_calls_is_registered_with_its_plan() -> None:
     assert {getattr(core, c, None) or getattr(stages, c) for c in called} == registered
 
 
-def test_a_patch_in_its_first_step_keeps_a_history_from_before_it() -> None:
-    recorded_before = {p.stem for p in HISTORIES if "_before_" in p.stem}
-    first_step = [p for p in PATCHES if p.step is Step.PATCHED]
-    # The two oldest patches have histories recorded before them; the newer ones changed only
-    # paths no stored history takes (a continued run, a refused duplicate), so today's histories
-    # are their "before" too.
-    assert {
-        "approved_restart_before_playbook_queue",
-        "approved_restart_before_audit_batches",
-    } <= recorded_before
-    assert first_step
+def markers(path: Path) -> set[str]:
+    """The patch ids a stored history recorded (its MarkerRecorded events)."""
+    history = load_history(path.read_text(), path.stem)
+    found = set()
+    for event in history.events:
+        if event.HasField("marker_recorded_event_attributes"):
+            payloads = event.marker_recorded_event_attributes.details.get("patch-data")
+            if payloads and payloads.payloads:
+                found.add(json.loads(payloads.payloads[0].data)["id"])
+    return found
+
+
+RECORDED = {path.stem: markers(path) for path in HISTORIES}
+
+
+@pytest.mark.parametrize("patch", PATCHES, ids=[p.name for p in PATCHES])
+def test_each_patch_has_histories_from_before_and_after_it(patch: Patch) -> None:
+    # Before: the old branch must keep replaying while the patch is in its first step.
+    if patch.step is Step.PATCHED:
+        assert any(patch.name not in m for m in RECORDED.values())
+    # After: the histories its deprecation step must replay.
+    assert any(patch.name in m for m in RECORDED.values()), f"no stored history recorded {patch.name}"
 
 
 @contextmanager
@@ -68,8 +80,9 @@ def deprecated(patch: Patch) -> Iterator[None]:
 
 @pytest.mark.parametrize("patch", PATCHES, ids=[p.name for p in PATCHES])
 async def test_histories_recorded_with_a_patch_replay_once_it_is_deprecated(patch: Patch) -> None:
-    # Histories from before a patch would no longer replay at this step: they are left out.
-    current = [p for p in HISTORIES if "_before_" not in p.stem]
+    # Histories from before the patch would no longer replay at this step: they are left out.
+    current = [p for p in HISTORIES if patch.name in RECORDED[p.stem]]
+    assert current
     replayer = Replayer(
         workflows=[RemediationWorkflow],
         data_converter=DATA_CONVERTER,

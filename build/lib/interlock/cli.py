@@ -72,6 +72,11 @@ def _mount_optional() -> None:
     from interlock.tracing import trace_command
 
     app.command(name="trace")(trace_command)
+    from interlock.autonomy_cli import baseline_app, report_command, scorecard_command
+
+    app.command(name="scorecard")(scorecard_command)
+    app.add_typer(baseline_app, name="baseline")
+    app.command(name="report")(report_command)
 
 
 _mount_optional()
@@ -415,7 +420,14 @@ def render_state(state: ProposalState, s: Settings | None = None) -> None:
                 )
             )
             for task in result.tasks:
-                out.print(Text(plain(f"    {task.status:9} {task.task}")))
+                host = f"{task.host}: " if task.host else ""
+                out.print(Text(plain(f"    {task.status:9} {host}{task.task}")))
+    if state.execution and state.execution.batches:
+        from interlock.presentation import batch_lines
+
+        out.print(Text("\n### Batches"))
+        for line in batch_lines(state.execution.batches, markdown=False):
+            out.print(Text(plain(line)))
     out.print(Text("\n### Timeline"))
     for entry in state.timeline:
         note = f"  {entry.note}" if entry.note else ""
@@ -699,16 +711,19 @@ def lab_status(json_out: JsonFlag = False) -> None:
     if json_out:
         print_json(status)
         return
-    table = Table("service", "port", "version", "pid", "healthy", "degraded")
+    table = Table("service", "host", "port", "version", "pid", "healthy", "degraded")
     for name, svc in status["services"].items():
-        table.add_row(
-            name,
-            str(svc["port"]),
-            str(svc["version"]),
-            str(svc["pid"]),
-            "yes" if svc["healthy"] else "NO",
-            "yes" if svc.get("degraded") else "no",
-        )
+        # A fleet service: one row per host; a single process: one row.
+        for host, one in (svc.get("hosts") or {"-": svc}).items():
+            table.add_row(
+                name,
+                host,
+                str(one["port"]),
+                str(one["version"]),
+                str(one["pid"]),
+                "yes" if one["healthy"] else "NO",
+                "yes" if one.get("degraded") else "no",
+            )
     out.print(table)
     groups = Table("group", "members")
     for name, members in status["groups"].items():
@@ -734,13 +749,23 @@ def lab_degrade(
             "passes) until `interlock lab reset`.",
         ),
     ] = False,
+    host: Annotated[str | None, typer.Option("--host", help="Only this host of a fleet service.")] = None,
+    after_restart: Annotated[
+        bool,
+        typer.Option("--after-restart", help="Nothing now: the next restart comes up failing (once)."),
+    ] = False,
 ) -> None:
     """Make a service answer with errors until it is restarted or the lab is reset."""
     try:
-        _lab().degrade(service, persistent=persistent)
+        _lab().degrade(service, persistent=persistent, host=host, after_restart=after_restart)
     except ValueError as exc:
         fail(str(exc), 2)
-    if persistent:
+    where = f"{service} on {host}" if host else service
+    if after_restart:
+        out.print(f"{where}: its next restart comes up failing its health check")
+    elif host:
+        out.print(f"{where} degraded: it now answers with errors")
+    elif persistent:
         out.print(f"{service} degraded: a dependency fails; a restart will not clear its errors")
     else:
         out.print(f"{service} degraded: it now answers with errors")

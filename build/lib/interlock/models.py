@@ -115,6 +115,9 @@ class _Strict(BaseModel):
 class Target(_Strict):
     service: Annotated[str, Field(min_length=1, max_length=128)]
     environment: SafeName
+    # Narrows the change to these inventory hosts of the service (checked against the catalog);
+    # None: every host the catalog lists for the service in this environment.
+    hosts: Annotated[list[SafeName], Field(min_length=1, max_length=200)] | None = None
 
 
 class EvidenceItem(_Strict):
@@ -234,6 +237,50 @@ class PlaybookRun(BaseModel):
     facts: dict[str, str] = Field(default_factory=dict)
     # For execution: the playbook tree digest that was approved; refuse to run anything else.
     expected_digest: str | None = None
+    # The proposal's environment: where the catalog's hosts are looked up ("" in old histories).
+    environment: str = ""
+    # The inventory hosts this run is limited to (Ansible's --limit, built from names only);
+    # None: the proposal's target hosts, or every host the catalog lists.
+    hosts: list[str] | None = None
+    # The rollout batch this run belongs to (0-based), for the record and the artifacts' names.
+    batch: int | None = None
+
+
+class RolloutPlan(BaseModel):
+    """What a preview established about the fleet: the hosts, the batches they change in, and the
+    action's rollout and stage-timeout settings, all bound by the plan hash."""
+
+    hosts: list[str] = Field(default_factory=list)
+    # The service's whole fleet in this environment, as the catalog lists it (risk: the share).
+    fleet: list[str] = Field(default_factory=list)
+    batches: list[list[str]] = Field(default_factory=list)
+    max_failed: int = 0
+    pause_seconds: float = 0.0
+    # Stage name -> seconds a playbook of that stage may run (the policy's `timeouts`).
+    timeouts: dict[str, float] = Field(default_factory=dict)
+
+
+class BatchStatus(StrEnum):
+    PENDING = "pending"
+    EXECUTING = "executing"
+    VERIFYING = "verifying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+    # Never started: an earlier batch failed (or the rollout was stopped) first.
+    NOT_RUN = "not_run"
+
+
+class HostResult(BaseModel):
+    """One inventory host in one batch: how its last stage ended, and why when it failed."""
+
+    host: str
+    stage: Stage
+    status: str  # changed, ok, failed, unreachable, skipped
+    changed: bool = False
+    reason: str | None = None
 
 
 class PlaybookResult(BaseModel):
@@ -249,10 +296,27 @@ class PlaybookResult(BaseModel):
     error: str | None = None
     # sha256 over the playbook tree and inventory that ran: part of the plan an approval binds.
     playbooks_digest: str = ""
+    # A preview's hosts, batches and settings (None in histories from before the fleet).
+    plan: RolloutPlan | None = None
+    # A rolling execution: one entry per batch, in order (empty for a single run).
+    batches: list[BatchResult] = Field(default_factory=list)
 
     @property
     def changed_tasks(self) -> list[TaskResult]:
         return [t for t in self.tasks if t.changed]
+
+
+class BatchResult(BaseModel):
+    """One batch of a rolling execution: its hosts, where it stands, and each host's result."""
+
+    index: int
+    hosts: list[str]
+    status: BatchStatus = BatchStatus.PENDING
+    results: list[HostResult] = Field(default_factory=list)
+    execution: PlaybookResult | None = None
+    verification: PlaybookResult | None = None
+    rollback: PlaybookResult | None = None
+    rollback_verification: PlaybookResult | None = None
 
 
 class DecisionInput(BaseModel):
@@ -450,4 +514,5 @@ class RemediationInput(BaseModel):
     search_attributes: bool = True
 
 
+PlaybookResult.model_rebuild()
 ProposalState.model_rebuild()

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -41,11 +42,33 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _host_name(value: str) -> str:
+    # Hosts reach Ansible's --limit: a name only, never a pattern (no ':', '!', '&', '*', '~').
+    if not SAFE_NAME.match(value) or value.lower().startswith("ansible_"):
+        raise ValueError(f"host {value!r} is not a safe inventory name")
+    return value
+
+
+HostName = Annotated[str, AfterValidator(_host_name)]
+
+
 class ServiceSpec(_Model):
     owner: str
     aliases: list[str] = Field(default_factory=list)
     environments: list[str] = Field(default_factory=lambda: ["lab"])
     dependents: list[str] = Field(default_factory=list)
+    # Per environment, the inventory hosts (or groups) the service runs on. An environment
+    # without an entry has no host list: its playbooks run without a --limit.
+    hosts: dict[str, list[HostName]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _hosts_in_environments(self) -> ServiceSpec:
+        for env, names in self.hosts.items():
+            if env not in self.environments:
+                raise ValueError(f"hosts: {env!r} is not one of the service's environments")
+            if len(set(names)) != len(names):
+                raise ValueError(f"hosts.{env}: a host is listed twice")
+        return self
 
 
 class ParameterSpec(_Model):
@@ -73,6 +96,39 @@ class Playbooks(_Model):
         return self.verify
 
 
+class Rollout(_Model):
+    """How an action's change goes through a service's hosts: `batch` hosts at a time (a count
+    or a share like "25%"), stopping once more than `max_failed` hosts failed, `pause` between."""
+
+    batch: int | str = 1
+    max_failed: Annotated[int, Field(ge=0)] = 0
+    pause: Duration | None = None
+
+    @model_validator(mode="after")
+    def _batch(self) -> Rollout:
+        if isinstance(self.batch, int):
+            if self.batch < 1:
+                raise ValueError("batch: at least 1 host")
+        elif not re.fullmatch(r"(100|[1-9][0-9]?)%", self.batch):
+            raise ValueError(f"batch: {self.batch!r} is neither a number of hosts nor a share like '25%'")
+        return self
+
+
+class StageTimeouts(_Model):
+    """The longest each of an action's playbooks may run (unset: the worker's setting)."""
+
+    preview: Duration | None = None
+    execute: Duration | None = None
+    verify: Duration | None = None
+    rollback: Duration | None = None
+
+    def for_stage(self, stage: Stage) -> timedelta | None:
+        if stage is Stage.VERIFY_ROLLBACK:
+            return self.verify
+        value: timedelta | None = getattr(self, stage.value)
+        return value
+
+
 class ActionSpec(_Model):
     description: str = ""
     owner: str
@@ -84,6 +140,9 @@ class ActionSpec(_Model):
     # After a successful run, how long the evidence that justified it may take to clear
     # (the alert to resolve, the health check to pass). None: the evidence is not re-read.
     settle_time: Duration | None = None
+    # Rolling execution over the service's hosts; None: every host in one batch.
+    rollout: Rollout | None = None
+    timeouts: StageTimeouts = Field(default_factory=StageTimeouts)
 
     @model_validator(mode="after")
     def _parameter_names(self) -> ActionSpec:
@@ -169,6 +228,58 @@ class ModeRule(_Model):
                 (self.service, service),
             )
         )
+
+
+
+class Thresholds(_Model):
+    """Figures a recommender and model version must stay within over a graduation window.
+
+    Rates are over the final proposals counted (override: over the human decisions); a rate
+    that is not set is not checked.
+    """
+
+    min_proposals: Annotated[int, Field(ge=1, le=100_000)] = 1
+    max_false_recommendation_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_rollback_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_override_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+class GraduationRule(_Model):
+    """How a recommender's model version earns (and loses) autonomy for an action.
+
+    `start` is the mode a new model version begins in; `promote.approve` and `promote.auto`
+    are what it must show over `window` (since its last mode change) to move up one mode;
+    `demote` is what moves it down one. The policy's `modes` rule for the same action is the
+    ceiling: graduation never gives more than it (nor auto above its max_tier).
+    """
+
+    action: str
+    service: str = "*"
+    environment: str = "*"
+    window: Duration = timedelta(days=30)
+    start: Mode = Mode.SHADOW
+    promote: dict[Literal["approve", "auto"], Thresholds] = Field(default_factory=dict)
+    demote: Thresholds | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> GraduationRule:
+        if self.start is Mode.AUTO:
+            raise ValueError("start: a new model version never starts in auto; it must earn it")
+        if not self.promote and self.demote is None:
+            raise ValueError("a graduation rule needs promote or demote thresholds")
+        if self.window <= timedelta(0):
+            raise ValueError("window: must be positive")
+        return self
+
+    def matches(self, action: str, environment: str, service: str) -> bool:
+        return all(rule in ("*", value) for rule, value in (
+            (self.action, action), (self.environment, environment), (self.service, service)
+        ))  # fmt: skip
+
+    @property
+    def key(self) -> str:
+        """What a standing is recorded under: the rule's scope."""
+        return f"{self.action}/{self.service}/{self.environment}"
 
 
 class RecommenderScope(_Model):
@@ -357,6 +468,12 @@ def reference_errors(doc: Any) -> list[str]:
         action_name = _mapping(rule).get("action", "*")
         if isinstance(action_name, str) and action_name != "*" and action_name not in actions:
             errors.append(f"modes.{i}.action: unknown action {action_name!r}")
+    for i, raw in enumerate(_list(doc.get("graduation"))):
+        grad = _mapping(raw)
+        for key, known in (("action", actions), ("service", services), ("environment", environments)):
+            value = grad.get(key, "*")
+            if isinstance(value, str) and value != "*" and value not in known:
+                errors.append(f"graduation.{i}.{key}: unknown {key} {value!r}")
     for i, freeze in enumerate(_list(doc.get("freezes"))):
         for env in _names(_mapping(freeze).get("environments")):
             if env != "*" and env not in environments:
@@ -390,6 +507,8 @@ class Policy(_Model):
     approval_rules: dict[RiskTier, ApprovalRule] = Field(default_factory=default_rules)
     recommenders: dict[str, RecommenderScope] = Field(default_factory=dict)
     modes: list[ModeRule] = Field(default_factory=list)
+    # Earned autonomy: the mode a recommender's model version has earned for an action.
+    graduation: list[GraduationRule] = Field(default_factory=list)
     freezes: list[FreezeWindow] = Field(default_factory=list)
     emergency_group: str = "emergency"
     notifier: Notifier = Field(default_factory=Notifier)
@@ -435,6 +554,11 @@ class Policy(_Model):
             if key == normalise_name(canonical) or key in {normalise_name(a) for a in svc.aliases}:
                 return canonical
         return None
+
+    def service_hosts(self, service: str, environment: str) -> list[str]:
+        """The inventory hosts (or groups) the catalog lists for a service in an environment."""
+        spec = self.services.get(service)
+        return list(spec.hosts.get(environment, [])) if spec else []
 
     def dependents(self, service: str) -> list[str]:
         """Every service that depends on `service`, transitively, sorted."""
@@ -495,6 +619,13 @@ class Policy(_Model):
     def warnings(self) -> list[str]:
         """Valid but doubtful settings, as 'path: reason' lines (`interlock policy check`)."""
         lines = []
+        for i, rule in enumerate(self.graduation):
+            ceiling = self.mode_for(rule.action, rule.environment, rule.service).mode
+            if "auto" in rule.promote and ceiling is not Mode.AUTO:
+                lines.append(
+                    f"graduation.{i}.promote.auto: the modes rule for {rule.action} allows "
+                    f"{ceiling.value}, so auto can never be earned (the modes rule is the ceiling)"
+                )
         for name, action in self.actions.items():
             if action.settle_time is None:
                 continue
@@ -517,6 +648,14 @@ class Policy(_Model):
         """The last matching mode rule wins; the default is `approve`."""
         chosen = ModeRule()
         for rule in self.modes:
+            if rule.matches(action, environment, service):
+                chosen = rule
+        return chosen
+
+    def graduation_for(self, action: str, environment: str, service: str) -> GraduationRule | None:
+        """The last matching graduation rule, or None: the mode is then the `modes` rule's alone."""
+        chosen = None
+        for rule in self.graduation:
             if rule.matches(action, environment, service):
                 chosen = rule
         return chosen
@@ -559,6 +698,11 @@ def validate_against_policy(proposal: Proposal, policy: Policy) -> list[str]:
         errors.append(
             f"target.environment: {service} does not run in {proposal.target.environment!r}"
         )
+    if service is not None and proposal.target.hosts is not None:
+        errors += host_errors(
+            proposal.target.hosts, policy.service_hosts(service, proposal.target.environment),
+            service, proposal.target.environment,
+        )
     for name, value in proposal.parameters.items():
         spec = action.parameters.get(name)
         if spec is None:
@@ -578,6 +722,21 @@ def validate_against_policy(proposal: Proposal, policy: Policy) -> list[str]:
             )
         elif why := policy.check_refusal(proposal.action, item.source, item.ref):
             errors.append(f"evidence.{i}.ref: {why}")
+    return errors
+
+
+def host_errors(hosts: list[str], fleet: list[str], service: str, environment: str) -> list[str]:
+    """Why `target.hosts` cannot narrow this service's fleet, naming each unknown host."""
+    if not fleet:
+        return [f"target.hosts: the catalog lists no hosts for {service} in {environment!r}"]
+    errors = [
+        f"target.hosts: {h!r} is not a host of {service} in {environment!r} "
+        f"(hosts: {', '.join(fleet)})"
+        for h in hosts
+        if h not in fleet
+    ]
+    if len(set(hosts)) != len(hosts):
+        errors.append("target.hosts: a host is named twice")
     return errors
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from interlock.gate import StillNeeded, current, still_needed
 from interlock.governance import Governance
 from interlock.models import (
+    BatchResult,
     DecisionRecord,
     EvidenceReport,
     PlaybookResult,
@@ -55,9 +56,7 @@ def static_details(proposal: Proposal, service: str) -> str:
     )
 
 
-def approval_details(
-    state: ProposalState, *, markdown: bool = True, gov: Governance | None = None
-) -> str:
+def approval_details(state: ProposalState, *, markdown: bool = True, gov: Governance | None = None) -> str:
     """The details as Markdown for the Web UI, or (`markdown=False`) as plain terminal text.
 
     With `gov` (the proposal's governance snapshot) it names who may still approve and how each
@@ -119,6 +118,8 @@ def approval_details(
     lines += governance_lines(state, r)
     if state.status is ProposalStatus.AWAITING_APPROVAL:
         lines += decide_lines(state, gov, markdown=markdown)
+    if state.execution and state.execution.batches:
+        lines += ["", "### Rollout, batch by batch", *batch_lines(state.execution.batches, markdown=markdown)]
     if state.reasons:
         lines += ["", "### Outcome", "", *[f"- {r.text(reason)}" for reason in state.reasons]]
     return "\n".join(lines)
@@ -166,8 +167,7 @@ def decide_lines(state: ProposalState, gov: Governance | None, *, markdown: bool
                 markdown,
             ),
             "",
-            "Or in the Web UI: Send an Update, Update name `approve` (or `reject`), with the "
-            "JSON payload:",
+            "Or in the Web UI: Send an Update, Update name `approve` (or `reject`), with the JSON payload:",
             "",
             _block([example], markdown, "json"),
         ]
@@ -196,6 +196,18 @@ def _block(commands: list[str], markdown: bool, info: str = "") -> str:
     if markdown:
         return MARKDOWN.fence("\n".join(commands), info)
     return "\n".join(f"    {c}" for c in commands)
+
+
+def batch_lines(batches: list[BatchResult], *, markdown: bool = True) -> list[str]:
+    """One line per batch (its hosts and where it stands), then one per host of it."""
+    r: Rendering = MARKDOWN if markdown else TERMINAL
+    lines = []
+    for b in batches:
+        lines.append(f"- batch {b.index + 1}: {r.text(', '.join(b.hosts))}: {b.status.value}")
+        for result in b.results:
+            why = f": {r.text(result.reason)}" if result.reason else ""
+            lines.append(f"  - {r.text(result.host)} ({result.stage.value}) {result.status}{why}")
+    return lines
 
 
 def decision_mark(d: DecisionRecord) -> str:

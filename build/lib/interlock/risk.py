@@ -23,6 +23,11 @@ RECENT_CHANGE_POINTS = 10
 # Points at a 100% rate of rejected, rolled back or unresolved proposals.
 TRACK_RECORD_WEIGHT = 30
 FREEZE_POINTS = 15
+# Points when a change reaches the whole fleet; a share of it gets that share of the points,
+# and a change to more than one host adds a little for each host beyond the first.
+FLEET_SHARE_WEIGHT = 10
+PER_EXTRA_HOST_POINTS = 1
+PER_HOST_CAP = 10
 
 
 class RecentChange(BaseModel):
@@ -72,6 +77,10 @@ class RiskInput(BaseModel):
     track_record_window: timedelta = timedelta(days=30)
     track_record_error: str = ""
     freezes: list[str] = Field(default_factory=list)
+    # After the preview: the hosts it says would change, and how many hosts the catalog lists
+    # for the service in this environment. None before a preview (no `hosts` factor yet).
+    hosts_changing: list[str] | None = None
+    fleet_size: int = 0
 
 
 def score_risk(facts: RiskInput, settings: RiskSettings) -> RiskAssessment:
@@ -119,8 +128,30 @@ def score_risk(facts: RiskInput, settings: RiskSettings) -> RiskAssessment:
             ),
         )
     )
+    if facts.hosts_changing is not None:
+        factors.append(_hosts(facts))
     score = max(0, min(100, sum(f.contribution for f in factors)))
     return RiskAssessment(score=score, tier=settings.tier(score), factors=factors)
+
+
+def _hosts(facts: RiskInput) -> RiskFactor:
+    changing = facts.hosts_changing or []
+    fleet = max(facts.fleet_size, len(changing))
+    if not changing:
+        return RiskFactor(
+            name="hosts", contribution=0, detail=f"the preview shows no host of {facts.service} changing"
+        )
+    share = len(changing) / fleet
+    extra = min((len(changing) - 1) * PER_EXTRA_HOST_POINTS, PER_HOST_CAP)
+    points = round(share * FLEET_SHARE_WEIGHT) + extra
+    return RiskFactor(
+        name="hosts",
+        contribution=points,
+        detail=(
+            f"the preview shows {len(changing)} of {fleet} host(s) of {facts.service} changing "
+            f"({share:.0%} of the fleet): {', '.join(changing)}"
+        ),
+    )
 
 
 def _evidence(facts: RiskInput) -> RiskFactor:

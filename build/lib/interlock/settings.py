@@ -166,6 +166,18 @@ class Settings(BaseSettings):
         120, gt=0, validation_alias=_env("INTERLOCK_PLAYBOOK_IDLE_TIMEOUT"),
         description="Seconds a playbook may print nothing before it is stopped.",
     )
+    artifacts_keep_seconds: int = Field(
+        86400, gt=0, validation_alias=_env("INTERLOCK_ARTIFACTS_KEEP"),
+        description="Seconds ansible-runner's artifacts (events, stdout) are kept before they are removed.",
+    )
+    ssh_key_file: Path | None = Field(
+        None, validation_alias=_env("INTERLOCK_SSH_KEY_FILE"),
+        description="Private key playbooks reach SSH hosts with (a worker-side file, outside the playbooks).",
+    )
+    ssh_known_hosts_file: Path | None = Field(
+        None, validation_alias=_env("INTERLOCK_SSH_KNOWN_HOSTS"),
+        description="known_hosts file SSH host keys are checked against (default: ssh's own).",
+    )
     max_concurrent_playbooks: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1),
         gt=0,

@@ -13,21 +13,24 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import ansible_runner
 import yaml
+from ansible_runner.interface import init_runner
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from interlock.contracts import Activity
-from interlock.models import SAFE_NAME, PlaybookResult, PlaybookRun, Stage, TaskResult
-from interlock.policy import ActionSpec, load_policy
+from interlock.models import SAFE_NAME, PlaybookResult, PlaybookRun, RolloutPlan, Stage, TaskResult
+from interlock.policy import ActionSpec, Policy, load_policy
+from interlock.rollout import make_batches, previewed_hosts
 from interlock.settings import Settings
 from interlock.tracing import record_task_spans, tracer
 
@@ -108,6 +111,28 @@ def declared_parameters(
     return dict(parameters)
 
 
+def run_hosts(run: PlaybookRun, policy: Policy, proposal_hosts: list[str] | None = None) -> list[str] | None:
+    """The hosts a run is limited to, checked at the door to Ansible: names from the service
+    catalog only (never a pattern), or None when the catalog lists no hosts for the service."""
+    fleet = policy.service_hosts(run.service, run.environment)
+    hosts = run.hosts
+    if hosts is None:
+        return fleet or None
+    problems = [h for h in hosts if not SAFE_NAME.match(h) or h.lower().startswith("ansible_")]
+    if run.stage is Stage.PREVIEW:
+        # What a preview runs on is what gets approved: the catalog's hosts, nothing else.
+        problems += [h for h in hosts if h not in fleet]
+    if problems or not hosts:
+        named = ", ".join(repr(h) for h in problems) or "none"
+        raise ApplicationError(
+            f"hosts refused: {named} (hosts of {run.service} in {run.environment or '?'}: "
+            f"{', '.join(fleet) or 'none'})",
+            type="ParametersRefused",
+            non_retryable=True,
+        )
+    return list(hosts)
+
+
 def safe_vars(values: dict[str, str], what: str) -> dict[str, str]:
     """Refuse anything that could steer Ansible itself, even if the workflow was fed it."""
     for key, value in values.items():
@@ -157,7 +182,8 @@ class PlaybookRunner:
             "lab_root": str(self.settings.lab_dir),
             "service_manager": self.settings.service_manager,
             # One idempotency key per proposal and direction: a retried execution after a
-            # worker crash must not restart a service twice.
+            # worker crash must not restart a service twice. Playbooks add the inventory host
+            # to it (`interlock_change_id ~ '.' ~ inventory_hostname`): one change per host.
             "interlock_change_id": f"{slug}-{unique}.{'rollback' if rollback else 'run'}",
             # Verify playbooks check the forward change, or after a rollback the state before it.
             "interlock_direction": "rollback" if rollback else "forward",
@@ -170,9 +196,15 @@ class PlaybookRunner:
         if action is None:
             raise ApplicationError(f"unknown action {run.action!r}", non_retryable=True)
         playbook = action.playbooks.for_stage(run.stage)
+        hosts = run_hosts(run, policy)
         info = activity.info()
         artifact_dir = self.settings.artifacts_dir / run.proposal_id
         ident = f"{run.stage.value}-{info.attempt}-{info.activity_id}"
+        timeout = action.timeouts.for_stage(run.stage)
+        job_timeout = int(timeout.total_seconds()) if timeout else self.settings.playbook_timeout_seconds
+        await asyncio.to_thread(
+            remove_old_artifacts, self.settings.artifacts_dir, self.settings.artifacts_keep_seconds
+        )
         cancelled = threading.Event()
         started = datetime.now(UTC)
         # Reading the tree blocks: off the worker's event loop, which runs workflows too.
@@ -196,25 +228,34 @@ class PlaybookRunner:
                 non_retryable=True,
             )
 
+        envvars = ansible_env(self.settings)
+
         def execute() -> Any:
-            return ansible_runner.run(
+            runner = init_runner(
                 private_data_dir=str(self.settings.playbooks_dir),
                 artifact_dir=str(artifact_dir),
                 ident=ident,
                 playbook=playbook,
                 extravars=extravars,
+                # Names from the catalog, joined by ansible's own separator: never a pattern.
+                limit=",".join(hosts) if hosts else None,
                 cmdline="--check --diff" if run.stage is Stage.PREVIEW else "--diff",
                 quiet=True,
                 # ansible-runner has no limits by default: always set both.
                 settings={
-                    "job_timeout": self.settings.playbook_timeout_seconds,
+                    "job_timeout": job_timeout,
                     "idle_timeout": self.settings.playbook_idle_timeout_seconds,
                     "suppress_ansible_output": True,
                 },
-                envvars=ansible_env(),
+                envvars=envvars,
                 cancel_callback=cancelled.is_set,
                 suppress_env_files=True,
             )
+            # ansible-runner seeds the environment with the worker's whole one (and writes it
+            # to artifacts/<ident>/command): keep only what we gave it and what it set itself.
+            runner.config.env = minimal_env(runner.config.env, envvars)
+            runner.run()
+            return runner
 
         # The stage's span, a child of the activity's; each task is a child of it.
         with self.tracer.start_as_current_span(
@@ -237,6 +278,10 @@ class PlaybookRunner:
             span.set_attribute("ansible.status", status)
             span.set_attribute("ansible.rc", int(runner.rc if runner.rc is not None else -1))
         tasks, facts = parse_events(events)
+        plan = None
+        if run.stage is Stage.PREVIEW:
+            fleet = policy.service_hosts(run.service, run.environment)
+            plan = preview_plan(tasks, hosts or [], fleet, action, self.settings)
         return PlaybookResult(
             stage=run.stage,
             playbook=playbook,
@@ -249,6 +294,7 @@ class PlaybookRunner:
             finished_at=datetime.now(UTC),
             error=None if status == "successful" else first_failure(tasks, status),
             playbooks_digest=digest,
+            plan=plan,
         )
 
     async def _acquire_slot(self, stage: Stage) -> None:
@@ -298,17 +344,82 @@ def playbooks_digest(playbooks_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def ansible_env() -> dict[str, str]:
+def preview_plan(
+    tasks: list[TaskResult], limit: list[str], fleet: list[str], action: ActionSpec, settings: Settings
+) -> RolloutPlan:
+    """The hosts the preview ran on, cut into the action's batches, with its stage timeouts."""
+    hosts = previewed_hosts(tasks, limit) if limit else []
+    rollout = action.rollout
+    timeouts = {
+        stage.value: (
+            t.total_seconds()
+            if (t := action.timeouts.for_stage(stage))
+            else float(settings.playbook_timeout_seconds)
+        )
+        for stage in Stage
+    }
+    return RolloutPlan(
+        hosts=hosts,
+        fleet=fleet,
+        batches=make_batches(hosts, rollout.batch if rollout else max(len(hosts), 1)),
+        max_failed=rollout.max_failed if rollout else 0,
+        pause_seconds=rollout.pause.total_seconds() if rollout and rollout.pause else 0.0,
+        timeouts=timeouts,
+    )
+
+
+# Variables of the worker's environment a playbook run may see: nothing else is passed on
+# (no database URL, API key or cloud credential reaches ansible-playbook or its artifacts).
+PASSED_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSH_AUTH_SOCK")
+
+
+def ansible_env(settings: Settings | None = None) -> dict[str, str]:
     # ansible-runner execs `ansible-playbook` by name: make it the one beside this Python.
     bin_dir = str(Path(sys.executable).parent)
-    return {
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_NOCOLOR": "True",
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-        "ANSIBLE_DEPRECATION_WARNINGS": "False",
-        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-    }
+    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    env.update(
+        {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_NOCOLOR": "True",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            # On by default (ansible-runner would turn it off): an SSH host must prove its key.
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+        }
+    )
+    if settings is not None and settings.ssh_key_file is not None:
+        env["ANSIBLE_PRIVATE_KEY_FILE"] = str(settings.ssh_key_file.expanduser())
+    if settings is not None and settings.ssh_known_hosts_file is not None:
+        known = settings.ssh_known_hosts_file.expanduser()
+        env["ANSIBLE_SSH_COMMON_ARGS"] = f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes"
+    return env
+
+
+def minimal_env(prepared: dict[str, str], given: dict[str, str]) -> dict[str, str]:
+    """ansible-runner's prepared environment without the worker's own variables: ours, plus
+    the ones ansible-runner set itself (callbacks, its artifact dir)."""
+    inherited = {k for k, v in os.environ.items() if prepared.get(k) == v}
+    return {k: v for k, v in prepared.items() if k in given or k not in inherited}
+
+
+def remove_old_artifacts(artifacts_dir: Path, keep_seconds: float) -> None:
+    """Remove runs' artifacts older than `keep_seconds`: task output may hold what the target
+    printed, and it belongs on disk only as long as someone may need to debug a run."""
+    if not artifacts_dir.is_dir():
+        return
+    cutoff = time.time() - keep_seconds
+    for proposal_dir in artifacts_dir.iterdir():
+        for run_dir in proposal_dir.iterdir() if proposal_dir.is_dir() else []:
+            try:
+                if run_dir.stat().st_mtime < cutoff:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+            except FileNotFoundError:
+                continue  # another worker removed it first
+        try:
+            proposal_dir.rmdir()  # only when empty
+        except OSError:
+            pass
 
 
 def parse_events(events: Any) -> tuple[list[TaskResult], dict[str, str]]:
@@ -370,5 +481,6 @@ def format_diff(diff: Any) -> str | None:
 def first_failure(tasks: list[TaskResult], status: str) -> str:
     for task in tasks:
         if task.status in ("failed", "unreachable"):
-            return f"task {task.task!r} {task.status}: {task.msg or ''}".strip()
+            where = f" on {task.host}" if task.host else ""
+            return f"task {task.task!r} {task.status}{where}: {task.msg or ''}".strip()
     return f"playbook {status}"

@@ -37,6 +37,9 @@ class EventKind(StrEnum):
     DUPLICATE = "duplicate"
     # A difference `interlock audit reconcile` found between the store and Temporal's history.
     AUDIT_EXCEPTION = "audit_exception"
+    # Earned autonomy: a recommender's model version moved to another mode for an action.
+    # data: rule, from, to, direction (promoted|demoted), figures, reasons, trigger.
+    MODE_CHANGED = "mode_changed"
 
 
 # The statuses a `final` event may carry (ProposalStatus's final ones, kept as strings here
@@ -83,6 +86,18 @@ class ExecutionFinishedData(BaseModel):
     ok: bool
 
 
+class ModeChangedData(BaseModel):
+    """The `data` of a `mode_changed` event; the standing is read back from `rule` and `to`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    rule: Annotated[str, Field(min_length=1, max_length=800)]
+    to: Annotated[str, Field(pattern="^(shadow|approve|auto)$")]
+    direction: Annotated[str, Field(pattern="^(promoted|demoted)$")]
+    figures: dict[str, Any]
+    reasons: list[str]
+
+
 class AuditEventIn(BaseModel):
     """One event as the workflow reports it; the store adds seq, prev_hash and hash."""
 
@@ -127,6 +142,8 @@ class AuditEventIn(BaseModel):
             DecisionData.model_validate(self.data)
         elif self.kind is EventKind.EXECUTION_FINISHED:
             ExecutionFinishedData.model_validate(self.data)
+        elif self.kind is EventKind.MODE_CHANGED:
+            ModeChangedData.model_validate(self.data)
         elif self.kind is EventKind.FINAL and self.status not in FINAL_STATUSES:
             raise ValueError(
                 f"a final event needs a final status ({', '.join(sorted(FINAL_STATUSES))}), "

@@ -50,10 +50,13 @@ async def confirm_alert(spec: AlertCheck, check: SourceCheck) -> Confirmation:
 
     if response.status_code != 200 or not isinstance(body, list):
         observed["answer"] = trim(body)
+        # Not fetched: a refusal (401, 403, 400) says nothing about the alert, so after a
+        # change it must never read as "cleared".
         return answer(
             False,
             f"alertmanager did not list alerts (HTTP {response.status_code}): "
             f"{_fetch.error_text(response)}",
+            fetched=False,
         )
 
     current = [a for a in body if _is_current(a, name, check.now)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from interlock.evidence.confirmation import (
     refused,
 )
 from interlock.evidence.credentials import CredentialError, load_credentials, redact
+from interlock.evidence.fetch_stats import FETCH_STATS
 from interlock.evidence.health import confirm_health
 from interlock.evidence.prometheus import confirm_query
 from interlock.evidence.refs import CHANGES, RefError, parse_change
@@ -115,6 +117,7 @@ async def confirm(
         after_change=after_change,
         rules=rules,
     )
+    started = time.monotonic()
     try:
         result = await _confirm_check(spec, ref, check)
     except SourceUnavailable as err:
@@ -124,6 +127,8 @@ async def confirm(
         # the other items' checks; the traceback goes to the log.
         logger.exception("evidence check %s %s failed", source, check_name)
         result = refused(f"could not check the source: {type(err).__name__}: {err}")
+    # A failure: the source gave no answer that settles the item (a suppressed alert did answer).
+    FETCH_STATS.record(source, time.monotonic() - started, not result.fetched and not result.suppressed)
     logger.info(
         "evidence %s %s for %s: %s",
         source,

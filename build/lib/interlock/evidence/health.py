@@ -24,9 +24,9 @@ async def confirm_health(spec: HealthCheck, check: SourceCheck) -> Confirmation:
     body = _fetch.json_body(response)
     info = body if isinstance(body, dict) else {}
 
-    def answer(supports: bool, reason: str) -> Confirmation:
+    def answer(supports: bool, reason: str, fetched: bool = True) -> Confirmation:
         return Confirmation(
-            fetched=True,
+            fetched=fetched,
             supports=supports,
             reason=reason,
             observed={"url": url, "status_code": code, "body": trim(body)},
@@ -36,13 +36,19 @@ async def confirm_health(spec: HealthCheck, check: SourceCheck) -> Confirmation:
 
     answered_for = info.get(check.endpoint.service_label)
     if answered_for is not None and check.canonical(answered_for) != target:
-        return answer(False, f"the health endpoint answered for {answered_for!r}, not {target}")
+        # Not fetched (here and below): an answer that says nothing about the target's health
+        # must never read as "cleared" after a change.
+        return answer(
+            False, f"the health endpoint answered for {answered_for!r}, not {target}", fetched=False
+        )
     if answered_for is None and SERVICE_PLACEHOLDER not in spec.path:
-        return answer(False, f"cannot tell which service {spec.path} reports on: it names none")
+        return answer(
+            False, f"cannot tell which service {spec.path} reports on: it names none", fetched=False
+        )
     if 400 <= code < 500:
         # A 404 for an unknown service says nothing about health; only a failing check does.
         return answer(
-            False, f"{url} answered HTTP {code}, which says nothing about {target}'s health"
+            False, f"{url} answered HTTP {code}, which says nothing about {target}'s health", fetched=False
         )
     status = info.get("status")
     shown = f"HTTP {code}" + (f", status {status!r}" if status is not None else "")
@@ -51,4 +57,4 @@ async def confirm_health(spec: HealthCheck, check: SourceCheck) -> Confirmation:
         return answer(True, f"{target} fails its health check ({shown}){why}")
     if 200 <= code < 300:
         return answer(False, f"{target} is healthy ({shown})")
-    return answer(False, f"{url} answered HTTP {code}, which is not a health check answer")
+    return answer(False, f"{url} answered HTTP {code}, which is not a health check answer", fetched=False)

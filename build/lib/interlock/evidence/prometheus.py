@@ -33,9 +33,11 @@ async def confirm_query(spec: PrometheusCheck, check: SourceCheck) -> Confirmati
     info = body if isinstance(body, dict) else {}
     observed: dict[str, Any] = {"url": url, "query": query, "comparison": claimed}
 
-    def answer(supports: bool, reason: str, at: datetime | None = None) -> Confirmation:
+    def answer(
+        supports: bool, reason: str, at: datetime | None = None, fetched: bool = True
+    ) -> Confirmation:
         return Confirmation(
-            fetched=True,
+            fetched=fetched,
             supports=supports,
             reason=reason,
             observed=observed,
@@ -46,13 +48,19 @@ async def confirm_query(spec: PrometheusCheck, check: SourceCheck) -> Confirmati
     if response.status_code != 200 or info.get("status") != "success":
         observed["answer"] = trim(body)
         error = _fetch.error_text(response) or f"HTTP {response.status_code}"
+        # Not fetched: a refusal (401, 403, a bad query) says nothing about the target, so
+        # after a change it must never read as "cleared".
         return answer(
-            False, f"prometheus refused the query {query!r} (HTTP {response.status_code}): {error}"
+            False,
+            f"prometheus refused the query {query!r} (HTTP {response.status_code}): {error}",
+            fetched=False,
         )
     data = info["data"] if isinstance(info.get("data"), dict) else {}
     if data.get("resultType") != "vector":
         return answer(
-            False, f"the query must return an instant vector, not {data.get('resultType')!r}"
+            False,
+            f"the query must return an instant vector, not {data.get('resultType')!r}",
+            fetched=False,
         )
 
     samples = [s for raw in data.get("result") or [] if (s := _sample(raw)) is not None]

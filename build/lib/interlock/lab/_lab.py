@@ -16,6 +16,7 @@ from typing import Any
 
 from interlock.lab._http import request_json
 from interlock.lab._layout import (
+    FLEET_HOSTS,
     MONITOR,
     OTHER_SERVICE_RELEASES,
     STARTING_ACCESS,
@@ -24,6 +25,7 @@ from interlock.lab._layout import (
     LabPaths,
     append_change,
     check_name,
+    instance,
     load_config,
     write_atomic,
 )
@@ -90,8 +92,16 @@ class Lab:
     def services(self) -> list[str]:
         return sorted(self.config["services"])
 
-    def create(self, services: dict[str, int] | None = None, monitor_port: int | None = None) -> None:
-        """Write the starting layout; a port of None or 0 means "pick a free one now"."""
+    def create(
+        self,
+        services: dict[str, int] | None = None,
+        monitor_port: int | None = None,
+        hosts: dict[str, list[str]] | None = None,
+    ) -> None:
+        """Write the starting layout; a port of None or 0 means "pick a free one now".
+
+        `hosts`: services that run as a fleet, one process per host, each on a port of its own
+        (the service's `port` is its first host's). `Lab.fleet()` gives the lab's own fleet."""
         if self.exists():
             raise ValueError(f"a lab already exists at {self.root}; use reset() to start over")
         wanted = dict(services) if services is not None else dict.fromkeys(STARTING_RELEASES, 0)
@@ -104,6 +114,11 @@ class Lab:
         fixed = {p for p in [*wanted.values(), monitor_port] if p}
         missing = [n for n, p in wanted.items() if not p] + ([] if monitor_port else [MONITOR])
         picked = dict(zip(missing, _free_ports(len(missing), set(fixed)), strict=True))
+        fleet = {name: list(names) for name, names in (hosts or {}).items() if name in wanted}
+        for host in (h for names in fleet.values() for h in names):
+            check_name("host", host)
+        host_ports = iter(_free_ports(sum(len(v) for v in fleet.values()), set(fixed) | set(picked.values())))
+        fleet_ports = {name: {h: next(host_ports) for h in names} for name, names in fleet.items()}
 
         python = sys.executable
         root = str(self.root)
@@ -113,9 +128,16 @@ class Lab:
             "monitor_port": monitor_port or picked[MONITOR],
             "services": {
                 name: {
-                    "port": port or picked[name],
+                    "port": next(iter(fleet_ports[name].values()))
+                    if name in fleet_ports
+                    else port or picked[name],
                     "releases": STARTING_RELEASES.get(name, OTHER_SERVICE_RELEASES),
                     "starting_release": STARTING_RELEASE,
+                    **(
+                        {"hosts": {h: {"port": p} for h, p in fleet_ports[name].items()}}
+                        if name in fleet_ports
+                        else {}
+                    ),
                 }
                 for name, port in wanted.items()
             },
@@ -175,28 +197,49 @@ class Lab:
         with self._exclusive():
             self._start(config)
 
+    @staticmethod
+    def fleet() -> dict[str, list[str]]:
+        """The lab's fleet: checkout-api on web-1..3, inventory-api on two hosts."""
+        return {name: list(hosts) for name, hosts in FLEET_HOSTS.items()}
+
+    @staticmethod
+    def instances(config: dict[str, Any]) -> list[tuple[str, str | None, int]]:
+        """Every service process of the lab: (service, host or None, port)."""
+        found: list[tuple[str, str | None, int]] = []
+        for name in sorted(config["services"]):
+            svc = config["services"][name]
+            if "hosts" in svc:
+                found += [(name, host, int(h["port"])) for host, h in svc["hosts"].items()]
+            else:
+                found.append((name, None, int(svc["port"])))
+        return found
+
     def _start(self, config: dict[str, Any]) -> None:
         launches: dict[str, tuple[list[str], Path]] = {}
-        for name in [*sorted(config["services"]), MONITOR]:
-            if running_pid(self.paths.pid_file(name), self.root) is not None:
+        ports: dict[str, int] = {}
+        for name, host, port in [*self.instances(config), (MONITOR, None, 0)]:
+            key = instance(name, host)
+            if running_pid(self.paths.pid_file(key), self.root) is not None:
                 continue
-            self.paths.pid_file(name).unlink(missing_ok=True)
+            self.paths.pid_file(key).unlink(missing_ok=True)
             if name == MONITOR:
                 argv = config["monitor_argv"]
             else:
                 argv = [a.replace("{name}", name) for a in config["start_argv"]]
-            launches[name] = (argv, self.paths.log_file(name))
+                argv += ["--host", host] if host else []
+            launches[key] = (argv, self.paths.log_file(key))
+            ports[key] = port
         try:
             spawn_detached(launches, self.root)
         except RuntimeError as err:
             raise LabError(f"lab {err}") from err
         deadline = time.monotonic() + START_TIMEOUT
         for name in launches:
-            self._wait_ready(name, deadline)
+            self._wait_ready(name, deadline, ports[name])
         if launches:
             logger.info("started %s in lab %s", ", ".join(launches), self.root)
 
-    def _wait_ready(self, name: str, deadline: float) -> None:
+    def _wait_ready(self, name: str, deadline: float, port: int = 0) -> None:
         while True:
             pid = running_pid(self.paths.pid_file(name), self.root)
             if pid is not None:
@@ -205,7 +248,7 @@ class Lab:
                     if answer is not None:
                         return
                 else:
-                    answer = request_json(f"{self._service_url(name)}/health")
+                    answer = request_json(f"http://127.0.0.1:{port}/health")
                     # Any answer counts (a broken release answers 503), but from this pid.
                     if answer is not None and isinstance(answer[1], dict) and answer[1].get("pid") == pid:
                         return
@@ -224,7 +267,7 @@ class Lab:
             self._stop()
 
     def _stop(self) -> None:
-        names = [*self.services, MONITOR]
+        names = [*(instance(n, h) for n, h, _ in self.instances(self.config)), MONITOR]
         pids = {read_pid(self.paths.pid_file(n)) for n in names} | set(lab_processes(self.root))
         live = [p for p in pids if p is not None and pid_alive(p) and belongs_to_lab(p, self.root)]
         killed = terminate(live)
@@ -242,14 +285,39 @@ class Lab:
             append_change(self.root, {"event": "reset"})
             self._start(config)
 
-    def degrade(self, service: str, persistent: bool = False) -> None:
+    def degrade(
+        self, service: str, persistent: bool = False, host: str | None = None, after_restart: bool = False
+    ) -> None:
         """Make a running service fail part of its traffic until it is restarted.
 
         `persistent`: the errors come from a failing dependency instead; the service's own
         health check passes, and a restart does not clear them (only a reset does).
+        `host`: only that host's process. `after_restart`: nothing changes now; the host's next
+        start comes up failing its health check (once: the start after that is healthy again).
         """
         if service not in self.config["services"]:
             raise ValueError(f"unknown lab service {service!r}; known: {', '.join(self.services)}")
+        fleet = self.config["services"][service].get("hosts", {})
+        if host is not None and host not in fleet:
+            known = ", ".join(fleet) or "none: it runs as one process"
+            raise ValueError(f"unknown host {host!r} of lab service {service}; hosts: {known}")
+        if after_restart:
+            targets = [host] if host else list(fleet) or [None]
+            for target in targets:
+                marker = self.paths.restart_fault_file(instance(service, target))
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text("broken after restart\n")
+            append_change(
+                self.root, {"event": "degraded", "service": service, "host": host, "after_restart": True}
+            )
+            return
+        if host is not None:
+            url = f"http://127.0.0.1:{fleet[host]['port']}/admin/degrade"
+            answer = request_json(url, method="POST")
+            if answer is None or answer[0] != 200:
+                raise LabError(f"lab service {service} on {host} did not accept degrade: {answer}")
+            append_change(self.root, {"event": "degraded", "service": service, "host": host})
+            return
         if persistent:
             fault = self.paths.fault_file(service)
             fault.parent.mkdir(parents=True, exist_ok=True)
@@ -279,11 +347,35 @@ class Lab:
                 "degraded": bool(stats and isinstance(stats[1], dict) and stats[1].get("degraded")),
                 "url": url,
             }
+            fleet = config["services"][name].get("hosts")
+            if fleet:
+                hosts = {h: self._instance_status(name, h, int(v["port"])) for h, v in fleet.items()}
+                first = next(iter(hosts.values()))
+                services[name].update(
+                    pid=first["pid"],
+                    healthy=all(h["healthy"] for h in hosts.values()),
+                    degraded=any(h["degraded"] for h in hosts.values()),
+                    hosts=hosts,
+                )
         return {
             "root": str(self.root),
             "monitor": {"port": config["monitor_port"], "url": self._monitor_url()},
             "services": services,
             "groups": self.groups(),
+        }
+
+    def _instance_status(self, name: str, host: str, port: int) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{port}"
+        health = request_json(f"{url}/health")
+        stats = request_json(f"{url}/stats")
+        body = health[1] if health and isinstance(health[1], dict) else {}
+        return {
+            "port": port,
+            "version": body.get("version"),
+            "pid": running_pid(self.paths.pid_file(instance(name, host)), self.root),
+            "healthy": health is not None and health[0] == 200,
+            "degraded": bool(stats and isinstance(stats[1], dict) and stats[1].get("degraded")),
+            "url": url,
         }
 
     def groups(self) -> dict[str, list[str]]:

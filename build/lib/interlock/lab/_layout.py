@@ -21,6 +21,16 @@ STARTING_RELEASES: dict[str, dict[str, bool]] = {
     "inventory-api": {"v1": True, "v2": True},
 }
 OTHER_SERVICE_RELEASES: dict[str, bool] = {"v1": True, "v2": True}
+# The lab as a fleet: each of these hosts runs its own process of the service, on its own port.
+FLEET_HOSTS: dict[str, list[str]] = {
+    "checkout-api": ["web-1", "web-2", "web-3"],
+    "inventory-api": ["inventory-1", "inventory-2"],
+}
+
+
+def instance(name: str, host: str | None) -> str:
+    """The lab's name for one process: the service, or the service on one host."""
+    return f"{name}@{host}" if host else name
 STARTING_RELEASE = "v2"
 STARTING_ACCESS: dict[str, list[str]] = {
     "payments-oncall": ["lee"],
@@ -72,6 +82,10 @@ class LabPaths:
     def fault_file(self, name: str) -> Path:
         # A failing dependency of the service: errors that survive a restart.
         return self.run_dir / "faults" / name
+
+    def restart_fault_file(self, name: str) -> Path:
+        # The next start of this process comes up broken (once): `lab degrade --after-restart`.
+        return self.run_dir / "faults" / f"{name}.after-restart"
 
     def pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"

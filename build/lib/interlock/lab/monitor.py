@@ -1,5 +1,6 @@
-"""The lab monitor: Alertmanager- and Prometheus-shaped HTTP APIs over the lab services,
-and a text-format ``/metrics`` a real Prometheus can scrape.
+"""The lab monitor: Alertmanager- and Prometheus-shaped HTTP APIs over the lab services
+(with Alertmanager's silences, not its inhibitions), and a text-format ``/metrics`` a real
+Prometheus can scrape.
 
 Evidence connectors call it exactly as they would call a real Alertmanager (API v2)
 or Prometheus (HTTP API v1). Run as ``python -m interlock.lab.monitor --root ROOT``.
@@ -16,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -109,11 +111,72 @@ class Probe:
     stats: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Silence:
+    """An Alertmanager silence as the lab keeps it: equality/regex matchers and a time window."""
+
+    id: str
+    matchers: tuple[Matcher, ...]
+    starts: datetime
+    ends: datetime
+    created_by: str
+    comment: str
+
+    def mutes(self, labels: dict[str, str], now: datetime) -> bool:
+        return self.starts <= now < self.ends and all(m.matches(labels) for m in self.matchers)
+
+
+def parse_silence(body: Any, now: datetime) -> Silence:
+    """A POST /api/v2/silences body (Alertmanager's postableSilence); raises ValueError."""
+    if not isinstance(body, dict) or not isinstance(body.get("matchers"), list) or not body["matchers"]:
+        raise ValueError("silence needs at least one matcher")
+    matchers = []
+    for m in body["matchers"]:
+        if not isinstance(m, dict) or not all(isinstance(m.get(k), str) for k in ("name", "value")):
+            raise ValueError("each matcher needs a name and a value")
+        regex, equal = bool(m.get("isRegex")), m.get("isEqual", True) is not False
+        op = ("=~" if equal else "!~") if regex else ("=" if equal else "!=")
+        matchers.append(Matcher(m["name"], op, m["value"]))
+    try:
+        starts = datetime.fromisoformat(str(body.get("startsAt") or now.isoformat()))
+        ends = datetime.fromisoformat(str(body["endsAt"]))
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"silence needs startsAt and endsAt as RFC 3339 times: {err}") from err
+    if ends <= starts:
+        raise ValueError("end time must not be before start time")
+    return Silence(
+        id=str(body.get("id") or uuid.uuid4()),
+        matchers=tuple(matchers),
+        starts=starts,
+        ends=ends,
+        created_by=str(body.get("createdBy") or ""),
+        comment=str(body.get("comment") or ""),
+    )
+
+
 class Monitor:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._first_seen: dict[str, datetime] = {}
+        self._silences: dict[str, Silence] = {}
         self._lock = threading.Lock()
+
+    def silence(self, silence: Silence) -> str:
+        with self._lock:
+            self._silences[silence.id] = silence
+        return silence.id
+
+    def expire(self, silence_id: str) -> bool:
+        """Ends the silence now (as Alertmanager's DELETE does); False if there is none."""
+        with self._lock:
+            found = self._silences.get(silence_id)
+            if found is None:
+                return False
+            now = datetime.now(UTC)
+            self._silences[silence_id] = Silence(
+                found.id, found.matchers, found.starts, min(found.ends, now), found.created_by, found.comment
+            )
+            return True
 
     def services(self) -> dict[str, int]:
         config = load_config(self.root)
@@ -159,6 +222,7 @@ class Monitor:
             for labels, summary, expr in firing:
                 fp = fingerprint(labels)
                 starts = self._first_seen.setdefault(fp, now)
+                silenced = sorted(s.id for s in self._silences.values() if s.mutes(labels, now))
                 alerts.append(
                     {
                         "labels": labels,
@@ -168,7 +232,11 @@ class Monitor:
                         "updatedAt": rfc3339(now),
                         "generatorURL": f"{base_url}/graph?g0.expr={quote(expr)}&g0.tab=1",
                         "fingerprint": fp,
-                        "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
+                        "status": {
+                            "state": "suppressed" if silenced else "active",
+                            "silencedBy": silenced,
+                            "inhibitedBy": [],
+                        },
                         "receivers": [{"name": "interlock"}],
                     }
                 )
@@ -260,12 +328,32 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             # Prometheus accepts queries as a form-encoded POST body too.
             url = urlsplit(self.path)
+            if url.path == "/api/v2/silences":
+                self._post_silence()
+                return
             if url.path != "/api/v1/query":
                 self._send(405, b"method not allowed\n", "text/plain")
                 return
             length = int(self.headers.get("Content-Length") or 0)
             form = parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
             self._query({**parse_qs(url.query), **form})
+
+        def do_DELETE(self) -> None:
+            url = urlsplit(self.path)
+            silence_id = url.path.removeprefix("/api/v2/silence/")
+            if silence_id == url.path or not monitor.expire(silence_id):
+                self._send(404, b"silence not found\n", "text/plain")
+            else:
+                self._send(200, b"", "application/json")
+
+        def _post_silence(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                silence = parse_silence(json.loads(self.rfile.read(length) or b"null"), datetime.now(UTC))
+            except (ValueError, json.JSONDecodeError) as err:
+                self._send(400, str(err))
+                return
+            self._send(200, {"silenceID": monitor.silence(silence)})
 
         def _alerts(self, params: dict[str, list[str]]) -> None:
             try:
@@ -274,9 +362,16 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 self._send(400, str(err))
                 return
             alerts = monitor.alerts(self._base_url())
-            # Every lab alert is active; silenced/inhibited are accepted and ignored.
-            if params.get("active", ["true"])[-1].lower() == "false":
-                alerts = []
+            # Alertmanager's filters: active (default true), silenced (default true); the lab
+            # never inhibits, so `inhibited` changes nothing.
+            def wanted(name: str) -> bool:
+                return params.get(name, ["true"])[-1].lower() != "false"
+
+            alerts = [
+                a
+                for a in alerts
+                if (wanted("active") if a["status"]["state"] == "active" else wanted("silenced"))
+            ]
             self._send(200, [a for a in alerts if all(m.matches(a["labels"]) for m in matchers)])
 
         def _query(self, params: dict[str, list[str]]) -> None:

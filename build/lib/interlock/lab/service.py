@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from interlock.lab._http import LabHTTPServer
-from interlock.lab._layout import LabPaths, append_change, load_config, write_atomic
+from interlock.lab._layout import LabPaths, append_change, instance, load_config, write_atomic
 
 logger = logging.getLogger("interlock.lab.service")
 
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m interlock.lab.service")
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--host", help="the fleet host this process stands for")
     parser.add_argument("--detach", action="store_true", help="fork into the background")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -146,12 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     paths = LabPaths(args.root)
-    port = int(load_config(args.root)["services"][args.name]["port"])
+    svc = load_config(args.root)["services"][args.name]
+    port = int(svc["hosts"][args.host]["port"] if args.host else svc["port"])
+    me = instance(args.name, args.host)
     # The release is read once, at start: a new `current` takes effect on restart only.
     release = json.loads((paths.service_dir(args.name) / "current" / "release.json").read_text())
-    state = ServiceState(
-        args.name, release["version"], bool(release["healthy"]), fault_file=paths.fault_file(args.name)
-    )
+    healthy = bool(release["healthy"])
+    broken = paths.restart_fault_file(me)
+    if broken.exists():
+        # `lab degrade --after-restart`: this start comes up failing, the next one is fine.
+        broken.unlink(missing_ok=True)
+        healthy = False
+    state = ServiceState(args.name, release["version"], healthy, fault_file=paths.fault_file(args.name))
 
     # Bind before detaching so a busy port fails the launcher, not a background child.
     try:
@@ -164,11 +171,12 @@ def main(argv: list[str] | None = None) -> int:
 
     state.pid = os.getpid()
     signal.signal(signal.SIGTERM, _raise_exit)
-    pid_file = paths.pid_file(args.name)
+    pid_file = paths.pid_file(me)
     write_atomic(pid_file, f"{state.pid}\n")
     append_change(
         args.root,
-        {"event": "started", "service": args.name, "pid": state.pid, "version": state.version},
+        {"event": "started", "service": args.name, "pid": state.pid, "version": state.version}
+        | ({"host": args.host} if args.host else {}),
     )
     logger.info("serving %s on 127.0.0.1:%d as pid %d", state.version, port, state.pid)
     try:

@@ -45,4 +45,15 @@ DUPLICATE_KEY = Patch(
     "duplicate-needs-owner-key", "0.2.0", "a duplicate is attached only with the owner's dedup key"
 )
 
-PATCHES = (PLAYBOOK_QUEUE, AUDIT_BATCH, REDERIVE, DUPLICATE_KEY)
+PLAN_HOSTS = Patch(
+    "plan-hash-binds-hosts", "0.2.0", "the plan hash binds each previewed task's host and the batches"
+)
+ROLLOUT = Patch(
+    "rolling-execution", "0.2.0", "execution goes through the hosts batch by batch, rolling back on failure"
+)
+
+GRADUATION = Patch(
+    "graduation-evaluated", "0.2.0", "each final status is followed by judging the recommender's standing"
+)
+
+PATCHES = (PLAYBOOK_QUEUE, AUDIT_BATCH, REDERIVE, DUPLICATE_KEY, PLAN_HOSTS, ROLLOUT, GRADUATION)

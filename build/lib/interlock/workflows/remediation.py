@@ -17,6 +17,13 @@ from temporalio import workflow
 from temporalio.common import RawValue
 
 with workflow.unsafe.imports_passed_through():
+    from interlock.workflows.core import (
+        AUDIT_BATCH_PATCH,
+        REDERIVE_PATCH,
+        one_line,
+    )
+    from interlock.workflows.decisions import DecisionHandlers
+    from interlock.workflows.stages import ExecutionStages, evidence_items, playbook_task_queue
     from pydantic import ValidationError
 
     from interlock import gate
@@ -43,13 +50,6 @@ with workflow.unsafe.imports_passed_through():
     from interlock.presentation import approval_details
     from interlock.risk import score_risk
     from interlock.search import SA_RISK_TIER
-    from interlock.workflows.core import (
-        AUDIT_BATCH_PATCH,
-        REDERIVE_PATCH,
-        one_line,
-    )
-    from interlock.workflows.decisions import DecisionHandlers
-    from interlock.workflows.stages import ExecutionStages, evidence_items, playbook_task_queue
 
 
 @workflow.defn(name=Workflow.REMEDIATION)
@@ -162,6 +162,11 @@ class RemediationWorkflow(ExecutionStages, DecisionHandlers):
                 "changed": [t.task for t in self.state.preview.changed_tasks],
             },
         )
+        # The preview can raise the tier (the hosts it would change): the ceiling is checked again.
+        above = gate.ceiling_refusal(proposal.recommender, self.tier, self.gov)
+        if above:
+            await self._audit(EventKind.SECURITY, data={"ok": False, "reasons": [above]}, later=True)
+            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, [above])
         self.state.mode = self.gov.mode.value
         if self.gov.mode is Mode.SHADOW:
             # Assessed and recorded; nobody is asked and nothing runs.

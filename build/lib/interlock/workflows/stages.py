@@ -10,7 +10,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from interlock import gate
+    from interlock.workflows import patches
+    from interlock.workflows.core import PLAYBOOK_QUEUE_PATCH, PLAYBOOK_RETRY, WorkflowCore
+
+    from interlock import gate, rollout
     from interlock.audit.events import EventKind
     from interlock.contracts import Activity
     from interlock.governance import (
@@ -18,16 +21,29 @@ with workflow.unsafe.imports_passed_through():
         plan_hash,
     )
     from interlock.models import (
+        BatchResult,
+        BatchStatus,
         EvidenceRecheck,
         EvidenceReport,
         PlaybookResult,
         PlaybookRun,
         ProposalState,
         ProposalStatus,
+        RolloutPlan,
         Stage,
     )
     from interlock.presentation import approval_details
-    from interlock.workflows.core import PLAYBOOK_QUEUE_PATCH, PLAYBOOK_RETRY, WorkflowCore
+    from interlock.risk import score_risk
+    from interlock.search import SA_RISK_TIER
+
+# Versioned: proposals started before these keep running (and replaying) as they did.
+# The plan hash binds each previewed task's host and the batches; risk sees the previewed hosts.
+PLAN_HOSTS_PATCH = patches.PLAN_HOSTS.name
+# Execution goes through the hosts batch by batch (execute, verify; roll back on failure).
+ROLLOUT_PATCH = patches.ROLLOUT.name
+# A margin over a stage's own timeout (enforced by ansible-runner) for the activity around it.
+ACTIVITY_MARGIN = timedelta(seconds=60)
+DEFAULT_STAGE_TIMEOUT = timedelta(minutes=15)
 
 
 def playbook_task_queue(task_queue: str) -> str:
@@ -50,6 +66,10 @@ class ExecutionStages(WorkflowCore):
         await self._audit(EventKind.EXECUTION_STARTED, data={"plan_hash": self.state.plan_hash})
         self._set_status(ProposalStatus.EXECUTING)
         workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
+        plan = self.state.preview.plan
+        if rollout.rolled_out(plan) and workflow.patched(ROLLOUT_PATCH):
+            assert plan is not None
+            return await self._roll_out(plan)
         execution = self.state.execution = await self._playbook(
             Stage.EXECUTE, expected_digest=self.state.preview.playbooks_digest, abortable=True
         )
@@ -87,6 +107,142 @@ class ExecutionStages(WorkflowCore):
             reasons.append(f"rollback failed: {rollback.error}")
         # Never a quiet success: a person has to look at this system now.
         return await self._finish(ProposalStatus.NEEDS_MANUAL_INTERVENTION, reasons)
+
+    async def _roll_out(self, plan: RolloutPlan) -> ProposalState:
+        """Execute then verify batch by batch. A failed batch (more than `max_failed` hosts
+        failed) stops the rollout: the hosts already changed are rolled back, newest batch first,
+        and the hosts of later batches are never touched. Each batch's progress is in the state
+        (replayed after a crash, so a resumed rollout starts at the next unfinished batch)."""
+        assert self.state.preview is not None
+        batches = [BatchResult(index=i, hosts=list(hosts)) for i, hosts in enumerate(plan.batches)]
+        self.state.execution = rollout.aggregate(Stage.EXECUTE, batches, self.state.preview)
+        reasons: list[str] = []
+        failed_total = 0
+        stopped = False
+        for batch in batches:
+            if self._abort:
+                reasons.append(f"stopped before batch {batch.index + 1}: pause --abort-running")
+                stopped = True
+                break
+            if batch.index > 0 and plan.pause_seconds > 0:
+                try:
+                    await self._wait(lambda: self._abort, timeout=timedelta(seconds=plan.pause_seconds))
+                except TimeoutError:
+                    pass
+                if self._abort:
+                    reasons.append(f"stopped before batch {batch.index + 1}: pause --abort-running")
+                    stopped = True
+                    break
+            outcome = await self._run_batch(batch, plan)
+            self.state.execution = rollout.aggregate(Stage.EXECUTE, batches, self.state.preview)
+            if outcome == "already_executed":
+                assert batch.execution is not None
+                return await self._finish(
+                    ProposalStatus.NEEDS_MANUAL_INTERVENTION, [f"not run: {batch.execution.error}"]
+                )
+            if batch.status is BatchStatus.FAILED:
+                reasons += rollout.batch_reasons(batch) or [f"batch {batch.index + 1} failed"]
+                failed_total += len(rollout.failed_hosts(batch)) or len(batch.hosts)
+                if failed_total > plan.max_failed:
+                    stopped = True
+                    break
+        for later in batches:
+            if later.status is BatchStatus.PENDING:
+                later.status = BatchStatus.NOT_RUN
+        self.state.execution = rollout.aggregate(Stage.EXECUTE, batches, self.state.preview)
+        if not stopped:
+            if reasons:
+                # Failures within max_failed: the rollout went on, and says which hosts failed.
+                return await self._finish(ProposalStatus.COMPLETED_UNRESOLVED, reasons)
+            unresolved = await self._evidence_not_cleared()
+            if unresolved:
+                return await self._finish(ProposalStatus.COMPLETED_UNRESOLVED, unresolved)
+            return await self._finish(ProposalStatus.COMPLETED, [])
+        return await self._roll_back_batches(batches, reasons)
+
+    async def _run_batch(self, batch: BatchResult, plan: RolloutPlan) -> str:
+        assert self.state.preview is not None
+        batch.status = BatchStatus.EXECUTING
+        self._note(f"batch {batch.index + 1} of {len(plan.batches)}: {', '.join(batch.hosts)}")
+        workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
+        execution = batch.execution = await self._playbook(
+            Stage.EXECUTE,
+            expected_digest=self.state.preview.playbooks_digest,
+            abortable=True,
+            hosts=batch.hosts,
+            batch=batch.index,
+        )
+        if execution.status == "already_executed":
+            return "already_executed"
+        batch.results = rollout.host_results(execution, batch.hosts)
+        await self._audit(
+            EventKind.EXECUTION_FINISHED,
+            data={
+                "batch": batch.index,
+                "hosts": batch.hosts,
+                "ok": execution.ok,
+                "tasks": [t.model_dump(mode="json") for t in execution.tasks],
+            },
+        )
+        if not execution.ok:
+            batch.status = BatchStatus.FAILED
+            return "failed"
+        batch.status = BatchStatus.VERIFYING
+        self._set_status(ProposalStatus.VERIFYING)
+        workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
+        verification = batch.verification = self.state.verification = await self._playbook(
+            Stage.VERIFY, execution.facts, hosts=batch.hosts, batch=batch.index
+        )
+        if verification.ok:
+            batch.status = BatchStatus.SUCCEEDED
+        else:
+            batch.status = BatchStatus.FAILED
+            batch.results = rollout.host_results(verification, batch.hosts)
+        self._set_status(ProposalStatus.EXECUTING)
+        return batch.status.value
+
+    async def _roll_back_batches(self, batches: list[BatchResult], reasons: list[str]) -> ProposalState:
+        """Roll back exactly the hosts the forward change reached, newest batch first, each
+        batch with the facts its own run reported; then verify each rollback."""
+        self._set_status(ProposalStatus.ROLLING_BACK)
+        rolled: list[str] = []
+        failed: list[str] = []
+        for batch in reversed(batches):
+            hosts = rollout.hosts_to_roll_back(batch)
+            if not hosts:
+                continue
+            assert batch.execution is not None
+            batch.status = BatchStatus.ROLLING_BACK
+            workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
+            facts = batch.execution.facts
+            result = batch.rollback = self.state.rollback = await self._playbook(
+                Stage.ROLLBACK, facts, hosts=hosts, batch=batch.index
+            )
+            check = None
+            if result.ok:
+                check = batch.rollback_verification = self.state.rollback_verification = await self._playbook(
+                    Stage.VERIFY_ROLLBACK, facts, hosts=hosts, batch=batch.index
+                )
+            if check is not None and check.ok:
+                batch.status = BatchStatus.ROLLED_BACK
+                rolled += hosts
+            else:
+                batch.status = BatchStatus.ROLLBACK_FAILED
+                failed += hosts
+                why = result if check is None else check
+                batch.results = rollout.host_results(why, hosts)
+                word = "rollback" if check is None else "rollback verification"
+                reasons += [f"{word} failed: {r.reason}" for r in batch.results if r.reason]
+        self.state.execution = rollout.aggregate(Stage.EXECUTE, batches, self.state.preview)
+        if failed:
+            # Never a quiet success: a person has to look at these hosts now.
+            return await self._finish(ProposalStatus.NEEDS_MANUAL_INTERVENTION, reasons)
+        untouched = [h for b in batches if b.status is BatchStatus.NOT_RUN for h in b.hosts]
+        reasons.append(
+            f"rollback ran and verified on {', '.join(sorted(rolled)) or 'no host'}"
+            + (f"; never touched: {', '.join(untouched)}" if untouched else "")
+        )
+        return await self._finish(ProposalStatus.ROLLED_BACK, reasons)
 
     async def _evidence_still_holds(self) -> bool:
         """Re-check before execution: evidence older than the shortest max age of its sources
@@ -149,10 +305,10 @@ class ExecutionStages(WorkflowCore):
 
     async def _preview(self) -> bool:
         self._set_status(ProposalStatus.PREVIEWING)
-        preview = self.state.preview = await self._playbook(Stage.PREVIEW)
+        proposal = self.state.proposal
+        preview = self.state.preview = await self._playbook(Stage.PREVIEW, hosts=proposal.target.hosts)
         if not preview.ok:
             return False
-        proposal = self.state.proposal
         assert self.state.service is not None
         self.state.plan_hash = plan_hash(
             proposal.action,
@@ -161,7 +317,24 @@ class ExecutionStages(WorkflowCore):
             dict(proposal.parameters),
             preview,
         )
+        if preview.plan is not None and workflow.patched(PLAN_HOSTS_PATCH):
+            self.state.plan_hash = rollout.fleet_plan_hash(self.state.plan_hash, preview)
+            self._rescore_with_hosts(preview.plan)
         return True
+
+    def _rescore_with_hosts(self, plan: RolloutPlan) -> None:
+        """Risk again, now that the preview says which hosts would change (the `hosts` factor)."""
+        assessment = self.w.assessment
+        if not plan.fleet or assessment is None or assessment.risk_input is None or self._w is None:
+            return
+        assert self.state.preview is not None
+        changing = sorted({t.host for t in self.state.preview.changed_tasks if t.host})
+        facts = assessment.risk_input.model_copy(
+            update={"hosts_changing": changing, "fleet_size": len(plan.fleet)}
+        )
+        self.state.risk = score_risk(facts, self.gov.risk)
+        if self._search_attributes:
+            workflow.upsert_search_attributes([SA_RISK_TIER.value_set(self.tier.value)])
 
     async def _playbook(
         self,
@@ -169,6 +342,8 @@ class ExecutionStages(WorkflowCore):
         facts: dict[str, str] | None = None,
         expected_digest: str | None = None,
         abortable: bool = False,
+        hosts: list[str] | None = None,
+        batch: int | None = None,
     ) -> PlaybookResult:
         proposal = self.state.proposal
         assert self.state.service is not None
@@ -180,7 +355,15 @@ class ExecutionStages(WorkflowCore):
             parameters=dict(proposal.parameters),
             facts=facts or {},
             expected_digest=expected_digest,
+            environment=proposal.target.environment,
+            hosts=list(hosts) if hosts is not None else None,
+            batch=batch,
         )
+        # The policy's timeout for the stage (from the preview's plan) plus a margin: the
+        # playbook itself is stopped at the policy's time by ansible-runner.
+        plan = self.state.preview.plan if self.state.preview is not None else None
+        limit = plan.timeouts.get(stage.value) if plan is not None else None
+        timeout = timedelta(seconds=limit) + ACTIVITY_MARGIN if limit else DEFAULT_STAGE_TIMEOUT
         started = workflow.now()
         handle = workflow.start_activity(
             Activity.RUN_PLAYBOOK,
@@ -192,7 +375,7 @@ class ExecutionStages(WorkflowCore):
                 else None
             ),
             result_type=PlaybookResult,
-            start_to_close_timeout=timedelta(minutes=15),
+            start_to_close_timeout=timeout,
             heartbeat_timeout=timedelta(seconds=15),
             retry_policy=PLAYBOOK_RETRY,
         )

@@ -37,6 +37,11 @@ options:
     description: Folder of the lab (holds C(lab.json)).
     type: path
     required: true
+  host:
+    description:
+      - The fleet host whose process to manage, for a service that runs on several hosts
+        (C(hosts) in its C(lab.json) entry). Empty for a service that runs as one process.
+    type: str
   idempotency_key:
     description:
       - Key of this restart, for example the change id. Letters, digits, C(.),
@@ -114,23 +119,34 @@ def pid_alive(pid):
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def is_lab_service(pid, root, name):
+def instance(name, host):
+    # The lab's name for one process (interlock.lab._layout.instance).
+    return f"{name}@{host}" if host else name
+
+
+def is_lab_service(pid, root, name, host=None):
     # Guards against pid reuse: a stale pid file must never get a stranger killed.
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
     except OSError:
         return False
-    return "interlock.lab.service" in argv and root in argv and name in argv
+    mine = "interlock.lab.service" in argv and root in argv and name in argv
+    return mine and (host is None or host in argv)
 
 
-def running_pid(root, name):
+def running_pid(root, name, host=None):
     try:
-        with open(os.path.join(root, "run", f"{name}.pid")) as f:
+        with open(os.path.join(root, "run", f"{instance(name, host)}.pid")) as f:
             pid = int(f.read().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if pid_alive(pid) and is_lab_service(pid, root, name) else None
+    return pid if pid_alive(pid) and is_lab_service(pid, root, name, host) else None
+
+
+def port_of(config, name, host):
+    svc = config["services"][name]
+    return svc["hosts"][host]["port"] if host else svc["port"]
 
 
 def health(port):
@@ -161,9 +177,10 @@ def stop(pid):
         time.sleep(0.05)
 
 
-def start(module, root, config, name, previous_pid):
+def start(module, root, config, name, previous_pid, host=None):
     argv = [a.replace("{name}", name) for a in config["start_argv"]]
-    log_path = os.path.join(root, "logs", f"{name}.log")
+    argv += ["--host", host] if host else []
+    log_path = os.path.join(root, "logs", f"{instance(name, host)}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "ab") as log:
         # The service daemonizes itself (--detach in start_argv): run() returns once it
@@ -180,10 +197,10 @@ def start(module, root, config, name, previous_pid):
         )
     if result.returncode != 0:
         module.fail_json(msg=f"{name} failed to start (exit {result.returncode}), see {log_path}")
-    port = config["services"][name]["port"]
+    port = port_of(config, name, host)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        pid = running_pid(root, name)
+        pid = running_pid(root, name, host)
         answer = health(port) if pid and pid != previous_pid else None
         if answer is not None and answer[1].get("pid") == pid:
             return pid
@@ -223,8 +240,8 @@ def read_record(module, path):
     return record
 
 
-def restart(module, root, config, name, key):
-    current = running_pid(root, name)
+def restart(module, root, config, name, key, host=None):
+    current = running_pid(root, name, host)
     before = f"pid {current} running\n" if current else "not running\n"
     if module.check_mode:
         return dict(
@@ -235,8 +252,9 @@ def restart(module, root, config, name, key):
         )
     if current:
         stop(current)
-    pid = start(module, root, config, name, current)
-    append_change(root, dict(event="restart", service=name, key=key, previous_pid=current, pid=pid))
+    pid = start(module, root, config, name, current, host)
+    event = dict(event="restart", service=name, key=key, previous_pid=current, pid=pid)
+    append_change(root, dict(event, host=host) if host else event)
     return dict(
         changed=True,
         previous_pid=current,
@@ -245,20 +263,20 @@ def restart(module, root, config, name, key):
     )
 
 
-def restart_once(module, root, config, name, key):
+def restart_once(module, root, config, name, key, host=None):
     records = os.path.join(root, "run", "changes")
     record_path = os.path.join(records, f"{key}.json")
     if module.check_mode:
         record = read_record(module, record_path)
         if record and record.get("pid"):
             return dict(changed=False, replayed=True, **record)
-        return dict(restart(module, root, config, name, key), replayed=False)
+        return dict(restart(module, root, config, name, key, host), replayed=False)
 
     os.makedirs(records, exist_ok=True)
     # One change to a service at a time, as a service manager runs one job per unit: two
     # changes of one service (two proposals, two workers) would otherwise race for its port.
     # Always the service's lock first, then the change's: no two callers wait on each other.
-    with open(os.path.join(records, f"service-{name}.lock"), "w") as service_lock, open(
+    with open(os.path.join(records, f"service-{instance(name, host)}.lock"), "w") as service_lock, open(
         os.path.join(records, f"{key}.lock"), "w"
     ) as lock:
         fcntl.flock(service_lock, fcntl.LOCK_EX)
@@ -267,7 +285,7 @@ def restart_once(module, root, config, name, key):
         record = read_record(module, record_path)
         if record and record.get("pid"):
             return dict(changed=False, replayed=True, previous_pid=record["previous_pid"], pid=record["pid"])
-        current = running_pid(root, name)
+        current = running_pid(root, name, host)
         if record is not None:
             # An earlier attempt wrote its intent and died. If another process already
             # serves, that attempt got as far as the restart: finish its bookkeeping.
@@ -277,7 +295,7 @@ def restart_once(module, root, config, name, key):
                 return dict(changed=False, replayed=True, previous_pid=previous, pid=current)
         else:
             write_record(record_path, dict(previous_pid=current, pid=None))
-        result = restart(module, root, config, name, key)
+        result = restart(module, root, config, name, key, host)
         if record is not None:
             result["previous_pid"] = record["previous_pid"]
         write_record(record_path, dict(previous_pid=result["previous_pid"], pid=result["pid"]))
@@ -291,14 +309,18 @@ def main():
             state=dict(type="str", default="started", choices=["restarted", "started", "stopped"]),
             lab_root=dict(type="path", required=True),
             idempotency_key=dict(type="str", no_log=False),
+            host=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )
     name, state = module.params["name"], module.params["state"]
     key = module.params["idempotency_key"]
+    host = module.params["host"] or None
     root = os.path.abspath(module.params["lab_root"])
     if not NAME.fullmatch(name):
         module.fail_json(msg=f"name {name!r} must match {NAME.pattern}")
+    if host is not None and not NAME.fullmatch(host):
+        module.fail_json(msg=f"host {host!r} must match {NAME.pattern}")
     if key is not None and not KEY.fullmatch(key):
         module.fail_json(msg=f"idempotency_key {key!r} must match {KEY.pattern}")
     try:
@@ -308,23 +330,30 @@ def main():
         module.fail_json(msg=f"cannot read lab.json under {root}: {err}")
     if name not in config["services"]:
         module.fail_json(msg=f"unknown lab service {name!r}; known: {sorted(config['services'])}")
+    fleet = config["services"][name].get("hosts") or {}
+    if host is not None and host not in fleet:
+        module.fail_json(msg=f"{name} does not run on host {host!r}; its hosts: {sorted(fleet) or 'none'}")
+    if host is None and fleet:
+        module.fail_json(msg=f"{name} runs on hosts {sorted(fleet)}: name one with host")
     # Lab processes carry the root as spelled in lab.json; match them by that spelling.
     root = config.get("root", root)
 
     if state == "restarted":
         result = (
-            restart_once(module, root, config, name, key) if key else restart(module, root, config, name, key)
+            restart_once(module, root, config, name, key, host)
+            if key
+            else restart(module, root, config, name, key, host)
         )
         module.exit_json(**result)
 
-    current = running_pid(root, name)
+    current = running_pid(root, name, host)
     if state == "started":
         if current:
             module.exit_json(changed=False, previous_pid=current, pid=current)
         diff = dict(before="not running\n", after="running (started)\n")
         if module.check_mode:
             module.exit_json(changed=True, previous_pid=None, pid=None, diff=diff)
-        pid = start(module, root, config, name, None)
+        pid = start(module, root, config, name, None, host)
         append_change(root, dict(event="start", service=name, key=key, pid=pid))
         module.exit_json(
             changed=True,
@@ -338,7 +367,7 @@ def main():
     diff = dict(before=f"pid {current} running\n", after="not running (stopped)\n")
     if not module.check_mode:
         stop(current)
-        pid_file = os.path.join(root, "run", f"{name}.pid")
+        pid_file = os.path.join(root, "run", f"{instance(name, host)}.pid")
         if os.path.exists(pid_file):
             os.unlink(pid_file)
         append_change(root, dict(event="stop", service=name, key=key, previous_pid=current))
