@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from interlock.activities.records import ExecutionRecords, RecordsUnavailable, VisibilityCache
 from temporalio import activity
 from temporalio.client import Client
 
+from interlock.activities.records import ExecutionRecords, RecordsUnavailable, VisibilityCache
 from interlock.audit import open_store
 from interlock.audit.standing import standing_of
 from interlock.audit.store import AuditStore, AuditStoreError
@@ -68,9 +68,7 @@ class ProposalChecks:
         tls = tls_settings(spec) if spec is not None else (None, None, None)
         held = self._http.get(tls)
         if held is None or held[0] is not loop or held[1].is_closed:
-            client = (
-                httpx.AsyncClient(trust_env=False) if tls == (None, None, None) else client_for(tls)
-            )
+            client = httpx.AsyncClient(trust_env=False) if tls == (None, None, None) else client_for(tls)
             held = self._http[tls] = (loop, client)
         return held[1]
 

@@ -8,9 +8,9 @@ import logging
 from datetime import UTC, datetime
 
 import httpx
-from interlock.activities.ansible import playbooks_digest
 from temporalio import activity
 
+from interlock.activities.ansible import playbooks_digest
 from interlock.contracts import Activity
 from interlock.models import Notification, PrecheckInput, PrecheckResult
 from interlock.pauses import PauseStore, database_url
@@ -45,11 +45,7 @@ class GateActivities:
 
     def _precheck(self, inp: PrecheckInput) -> PrecheckResult:
         policy = load_policy(self.settings.effective_policy_file)
-        pauses = [
-            p
-            for p in self.pauses.active()
-            if p.scope.covers(inp.action, inp.recommender, inp.service)
-        ]
+        pauses = [p for p in self.pauses.active() if p.scope.covers(inp.action, inp.recommender, inp.service)]
         return PrecheckResult(
             playbooks_digest=playbooks_digest(self.settings.playbooks_dir),
             freezes=policy.active_freezes(datetime.now(UTC), inp.action, inp.environment),

@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from interlock.activities.ansible import PlaybookRunner, ansible_env, playbooks_digest
-from interlock.worker.main import build_worker
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
@@ -42,12 +40,14 @@ from bench.measure import (
 from bench.noop import FAIL_VERIFY, NoopPlaybooks
 from bench.stack import DevServer, kill_process, make_settings, rss_mb, start_worker_process
 from interlock import search
+from interlock.activities.ansible import PlaybookRunner, ansible_env, playbooks_digest
 from interlock.examples import example_proposal
 from interlock.lab import Lab
 from interlock.models import DecisionInput, PlaybookRun, ProposalStatus, Stage
 from interlock.policy import load_policy
 from interlock.proposals import decide, get_state, parse_proposal, submit, wait_until_final
 from interlock.settings import Settings
+from interlock.worker.main import build_worker
 
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parent.parent
@@ -469,9 +469,7 @@ def plain_ansible(ctx: BenchContext, stage: Stage, change_id: str) -> float:
         proposal_id=change_id, action="restart_service", stage=stage, service="checkout-api", parameters={}
     )
     policy = load_policy(ctx.settings.effective_policy_file)
-    extra = runner.extra_vars(
-        run, policy.actions[run.action], playbooks_digest(ctx.settings.playbooks_dir)
-    )
+    extra = runner.extra_vars(run, policy.actions[run.action], playbooks_digest(ctx.settings.playbooks_dir))
     envvars = yaml.safe_load((ctx.settings.playbooks_dir / "env" / "envvars").read_text()) or {}
     env = {**os.environ, **{k: str(v) for k, v in envvars.items()}, **ansible_env()}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:

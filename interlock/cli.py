@@ -464,16 +464,12 @@ def _decide(
             print_json(result.model_dump(mode="json") | {"signed": tok is not None})
         else:
             how = "signed" if tok else "UNSIGNED"
-            out.print(
-                f"{proposal_id}  {decision}d by {result.approver} ({how}); now {result.status.value}"
-            )
+            out.print(f"{proposal_id}  {decision}d by {result.approver} ({how}); now {result.status.value}")
 
     run(body)
 
 
-AsOption = Annotated[
-    str | None, typer.Option("--as", help="Approver (must be in the policy's roster).")
-]
+AsOption = Annotated[str | None, typer.Option("--as", help="Approver (must be in the policy's roster).")]
 TokenOption = Annotated[
     str | None, typer.Option("--token", help="A signed token made with `interlock sign`.")
 ]
@@ -511,8 +507,10 @@ def sign(
     decision: Annotated[str, typer.Option(help="approve or reject.")] = "approve",
     lifetime: Annotated[
         str | None,
-        typer.Option(help="How long the token is valid, e.g. 10m (default and most: the policy's "
-                     "token_max_lifetime, at most 15m by default)."),
+        typer.Option(
+            help="How long the token is valid, e.g. 10m (default and most: the policy's "
+            "token_max_lifetime, at most 15m by default)."
+        ),
     ] = None,
 ) -> None:
     """Print a signed token for the Web UI's Update dialog: {"token": "..."}."""
@@ -697,9 +695,7 @@ def resume(
         if json_out:
             print_json({"resumed": scope.describe(), "pauses_ended": ended, "signalled": n})
         else:
-            out.print(
-                f"resumed {scope.describe()}: {ended} pause(s) ended, {n} proposal(s) signalled"
-            )
+            out.print(f"resumed {scope.describe()}: {ended} pause(s) ended, {n} proposal(s) signalled")
 
     run(body)
 

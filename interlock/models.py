@@ -435,12 +435,7 @@ class PauseScope(BaseModel):
     service: str | None = None
 
     def covers(self, action: str, recommender: str, service: str) -> bool:
-        return (
-            self.all
-            or self.action == action
-            or self.recommender == recommender
-            or self.service == service
-        )
+        return self.all or self.action == action or self.recommender == recommender or self.service == service
 
     def describe(self) -> str:
         if self.all:

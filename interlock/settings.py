@@ -90,92 +90,118 @@ class Settings(BaseSettings):
         description="Temporal frontend, host:port.",
     )
     temporal_namespace: str = Field(
-        "default", min_length=1, validation_alias=_env("TEMPORAL_NAMESPACE"),
+        "default",
+        min_length=1,
+        validation_alias=_env("TEMPORAL_NAMESPACE"),
         description="Temporal namespace.",
     )
     temporal_tls_cert: Path | None = Field(
-        None, validation_alias=_env("TEMPORAL_TLS_CERT"),
+        None,
+        validation_alias=_env("TEMPORAL_TLS_CERT"),
         description="Client certificate (PEM) for mTLS; needs TEMPORAL_TLS_KEY.",
     )
     temporal_tls_key: Path | None = Field(
-        None, validation_alias=_env("TEMPORAL_TLS_KEY"),
+        None,
+        validation_alias=_env("TEMPORAL_TLS_KEY"),
         description="Client private key (PEM) for mTLS; needs TEMPORAL_TLS_CERT.",
     )
     temporal_tls_ca: Path | None = Field(
-        None, validation_alias=_env("TEMPORAL_TLS_CA"),
+        None,
+        validation_alias=_env("TEMPORAL_TLS_CA"),
         description="CA bundle to verify the server (default: the system roots).",
     )
     temporal_tls_server_name: str | None = Field(
-        None, validation_alias=_env("TEMPORAL_TLS_SERVER_NAME"),
+        None,
+        validation_alias=_env("TEMPORAL_TLS_SERVER_NAME"),
         description="Server name to verify, when it differs from the address's host.",
     )
     temporal_api_key: SecretStr | None = Field(
-        None, validation_alias=_env("TEMPORAL_API_KEY"),
+        None,
+        validation_alias=_env("TEMPORAL_API_KEY"),
         description="Temporal Cloud API key (turns TLS on).",
     )
     task_queue: str = Field(
-        "interlock", min_length=1, validation_alias=_env("INTERLOCK_TASK_QUEUE"),
+        "interlock",
+        min_length=1,
+        validation_alias=_env("INTERLOCK_TASK_QUEUE"),
         description="Task queue of the workflows; playbooks run on '<queue>.playbooks'.",
     )
 
     home: Path = Field(
-        Path(".interlock"), validation_alias=_env("INTERLOCK_HOME"),
+        Path(".interlock"),
+        validation_alias=_env("INTERLOCK_HOME"),
         description="State folder: keys, artifacts, audit head file, local databases.",
     )
     policy_file: Path | None = Field(
-        None, validation_alias=_env("INTERLOCK_POLICY"),
+        None,
+        validation_alias=_env("INTERLOCK_POLICY"),
         description="Policy YAML (default: the state folder's policy.yaml, else the built-in one).",
     )
     playbooks_dir: Path = Field(
-        BUILTIN_PLAYBOOKS, validation_alias=_env("INTERLOCK_PLAYBOOKS"),
+        BUILTIN_PLAYBOOKS,
+        validation_alias=_env("INTERLOCK_PLAYBOOKS"),
         description="ansible-runner private_data_dir with the playbooks.",
     )
     lab_root: Path | None = Field(
-        None, validation_alias=_env("INTERLOCK_LAB_ROOT"),
+        None,
+        validation_alias=_env("INTERLOCK_LAB_ROOT"),
         description="The local lab's folder (default: <state folder>/lab).",
     )
     service_manager: str = Field(
-        "lab", validation_alias=_env("INTERLOCK_SERVICE_MANAGER"),
+        "lab",
+        validation_alias=_env("INTERLOCK_SERVICE_MANAGER"),
         description="How playbooks manage services: lab or systemd.",
     )
     database_url: SecretStr | None = Field(
-        None, validation_alias=_env("INTERLOCK_DATABASE_URL"),
+        None,
+        validation_alias=_env("INTERLOCK_DATABASE_URL"),
         description="SQLAlchemy URL of the audit store and pauses (default: SQLite in the state folder).",
     )
     audit_anchor: SecretStr | None = Field(
-        None, validation_alias=_env("INTERLOCK_AUDIT_ANCHOR"),
+        None,
+        validation_alias=_env("INTERLOCK_AUDIT_ANCHOR"),
         description="Second place for the signed audit checkpoints: a folder, or a postgresql:// URL of "
         "another database (default: <state folder>/audit-anchor).",
     )
     audit_signing_key: Path | None = Field(
-        None, validation_alias=_env("INTERLOCK_AUDIT_SIGNING_KEY"),
+        None,
+        validation_alias=_env("INTERLOCK_AUDIT_SIGNING_KEY"),
         description="Ed25519 private key (PEM) the worker signs audit checkpoints with (default: "
         "<state folder>/keys/audit-signing.key, made on the worker's first start).",
     )
     audit_public_key: str | None = Field(
-        None, validation_alias=_env("INTERLOCK_AUDIT_PUBLIC_KEY"),
+        None,
+        validation_alias=_env("INTERLOCK_AUDIT_PUBLIC_KEY"),
         description="Public key(s) `audit verify` trusts, base64 or .pub/.pem files, comma-separated "
         "(default: the signing key's .pub).",
     )
 
     playbook_timeout_seconds: int = Field(
-        600, gt=0, validation_alias=_env("INTERLOCK_PLAYBOOK_TIMEOUT"),
+        600,
+        gt=0,
+        validation_alias=_env("INTERLOCK_PLAYBOOK_TIMEOUT"),
         description="Seconds a playbook may run before it is stopped.",
     )
     playbook_idle_timeout_seconds: int = Field(
-        120, gt=0, validation_alias=_env("INTERLOCK_PLAYBOOK_IDLE_TIMEOUT"),
+        120,
+        gt=0,
+        validation_alias=_env("INTERLOCK_PLAYBOOK_IDLE_TIMEOUT"),
         description="Seconds a playbook may print nothing before it is stopped.",
     )
     artifacts_keep_seconds: int = Field(
-        86400, gt=0, validation_alias=_env("INTERLOCK_ARTIFACTS_KEEP"),
+        86400,
+        gt=0,
+        validation_alias=_env("INTERLOCK_ARTIFACTS_KEEP"),
         description="Seconds ansible-runner's artifacts (events, stdout) are kept before they are removed.",
     )
     ssh_key_file: Path | None = Field(
-        None, validation_alias=_env("INTERLOCK_SSH_KEY_FILE"),
+        None,
+        validation_alias=_env("INTERLOCK_SSH_KEY_FILE"),
         description="Private key playbooks reach SSH hosts with (a worker-side file, outside the playbooks).",
     )
     ssh_known_hosts_file: Path | None = Field(
-        None, validation_alias=_env("INTERLOCK_SSH_KNOWN_HOSTS"),
+        None,
+        validation_alias=_env("INTERLOCK_SSH_KNOWN_HOSTS"),
         description="known_hosts file SSH host keys are checked against (default: ssh's own).",
     )
     max_concurrent_playbooks: int = Field(
@@ -185,42 +211,61 @@ class Settings(BaseSettings):
         description="Playbooks one worker runs at once (default: its CPU count).",
     )
     max_concurrent_activities: int = Field(
-        50, gt=0, validation_alias=_env("INTERLOCK_MAX_CONCURRENT_ACTIVITIES"),
+        50,
+        gt=0,
+        validation_alias=_env("INTERLOCK_MAX_CONCURRENT_ACTIVITIES"),
         description="Other activities (checks, audit, notifications) one worker runs at once.",
     )
     max_cached_workflows: int = Field(
-        500, ge=0, validation_alias=_env("INTERLOCK_MAX_CACHED_WORKFLOWS"),
+        500,
+        ge=0,
+        validation_alias=_env("INTERLOCK_MAX_CACHED_WORKFLOWS"),
         description="Proposals one worker keeps in memory (~0.4 MB each); others are replayed when needed.",
     )
     shutdown_grace_seconds: float = Field(
-        60.0, ge=0, validation_alias=_env("INTERLOCK_SHUTDOWN_GRACE"),
+        60.0,
+        ge=0,
+        validation_alias=_env("INTERLOCK_SHUTDOWN_GRACE"),
         description="On SIGTERM, seconds running activities get to finish before they are handed back.",
     )
     history_event_limit: int = Field(
-        5000, ge=20, lt=HISTORY_WARNING_EVENTS, validation_alias=_env("INTERLOCK_HISTORY_EVENT_LIMIT"),
+        5000,
+        ge=20,
+        lt=HISTORY_WARNING_EVENTS,
+        validation_alias=_env("INTERLOCK_HISTORY_EVENT_LIMIT"),
         description="A proposal awaiting approval continues as new past this many history events.",
     )
     # `interlock up` serves the governance metrics at http://127.0.0.1:PORT/metrics; 0 turns it off.
     metrics_port: int = Field(
-        9464, ge=0, le=65535, validation_alias=_env("INTERLOCK_METRICS_PORT"),
+        9464,
+        ge=0,
+        le=65535,
+        validation_alias=_env("INTERLOCK_METRICS_PORT"),
         description="Port of the Prometheus /metrics endpoint `interlock up` serves (0: off).",
     )
     # Each `interlock worker` may serve its own series (evidence fetches per source) on this port;
     # the store's figures come from one exporter, so replicas never double count them.
     worker_metrics_port: int = Field(
-        0, ge=0, le=65535, validation_alias=_env("INTERLOCK_WORKER_METRICS_PORT"),
+        0,
+        ge=0,
+        le=65535,
+        validation_alias=_env("INTERLOCK_WORKER_METRICS_PORT"),
         description="Port on which `interlock worker` serves its own /metrics, on 0.0.0.0 (0: off).",
     )
     otlp_endpoint: str | None = Field(
-        None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
         description="OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318 (unset: no tracing).",
     )
     otel_service_name: str = Field(
-        "interlock", min_length=1, validation_alias=_env("OTEL_SERVICE_NAME"),
+        "interlock",
+        min_length=1,
+        validation_alias=_env("OTEL_SERVICE_NAME"),
         description="service.name on the traces.",
     )
     log_level: str = Field(
-        "INFO", validation_alias=_env("INTERLOCK_LOG_LEVEL"),
+        "INFO",
+        validation_alias=_env("INTERLOCK_LOG_LEVEL"),
         description="DEBUG, INFO, WARNING, ERROR or CRITICAL.",
     )
 

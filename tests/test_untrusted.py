@@ -217,11 +217,14 @@ def test_other_outside_text_in_the_details_is_escaped_too() -> None:
         reasons=["[click](https://evil.example) <b>x</b>"],
     )
     decision = DecisionRecord(
-        decision=DecisionKind.REJECT, approver="bob", reason="**no** <i>way</i>\n## Approved",
+        decision=DecisionKind.REJECT,
+        approver="bob",
+        reason="**no** <i>way</i>\n## Approved",
         at=datetime.now(UTC),
     )
-    state = _state("fine", duplicates=[dup], duplicate_count=1, decisions=[decision],
-                   reasons=["<img src=x> outcome"])
+    state = _state(
+        "fine", duplicates=[dup], duplicate_count=1, decisions=[decision], reasons=["<img src=x> outcome"]
+    )
     html = _render(approval_details(state))
     assert "<a " not in html and "<img" not in html and "<b>" not in html and "<i>" not in html
     assert "Approved</h2>" not in html

@@ -19,22 +19,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from interlock.activities.ansible import PlaybookRunner
-from interlock.activities.audit import AuditRecorder
-from interlock.activities.checks import ProposalChecks
-from interlock.activities.gate import GateActivities
-from interlock.activities.guard import GuardActivities
-from interlock.workflows.dedup import DedupClaimWorkflow
-from interlock.workflows.remediation import RemediationWorkflow, playbook_task_queue
 from opentelemetry.trace import Tracer
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
 
 from interlock import tracing
+from interlock.activities.ansible import PlaybookRunner
+from interlock.activities.audit import AuditRecorder
+from interlock.activities.checks import ProposalChecks
+from interlock.activities.gate import GateActivities
+from interlock.activities.guard import GuardActivities
 from interlock.keys import ensure_audit_signing_key
 from interlock.sandbox import workflow_runner
 from interlock.settings import Settings
+from interlock.workflows.dedup import DedupClaimWorkflow
+from interlock.workflows.remediation import RemediationWorkflow, playbook_task_queue
 
 log = logging.getLogger(__name__)
 ALIVE_EVERY_SECONDS = 10.0

@@ -217,7 +217,9 @@ def metrics_command(
     since: Annotated[
         str | None, typer.Option("--since", help="Only proposals submitted in this window: 24h, 7d.")
     ] = None,
-    by: Annotated[str | None, typer.Option("--by", help="One row per recommender, model, action or channel.")] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="One row per recommender, model, action or channel.")
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Approval metrics from the audit trail: MTTR, first response, backlog, override rates."""

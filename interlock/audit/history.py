@@ -83,9 +83,7 @@ def replayer(*, sandboxed: bool = True) -> Replayer:
         runner = workflow_runner()
     else:
         runner = UnsandboxedWorkflowRunner()
-    return Replayer(
-        workflows=[RemediationWorkflow], data_converter=DATA_CONVERTER, workflow_runner=runner
-    )
+    return Replayer(workflows=[RemediationWorkflow], data_converter=DATA_CONVERTER, workflow_runner=runner)
 
 
 def _why(failure: BaseException | None) -> str | None:
@@ -552,9 +550,7 @@ def _how_it_ended(facts: HistoryFacts, pid: str, rows: dict[str, Any]) -> list[D
         return []  # a final event the history shows recorded but the store lacks is "missing"
     how = "timed out" if facts.close in _ABRUPT else facts.close
     return [
-        Difference(
-            pid, "no_final", None, f"run {run} closed ({how}) without a final audit event", run_id=run
-        )
+        Difference(pid, "no_final", None, f"run {run} closed ({how}) without a final audit event", run_id=run)
     ]
 
 

@@ -128,9 +128,7 @@ async def get(
                 )
             except httpx.TransportError as err:
                 if (tls := _certificate_problem(err)) is not None:
-                    raise CertificateError(
-                        f"certificate error from {base}: {tls}", attempts, url
-                    ) from err
+                    raise CertificateError(f"certificate error from {base}: {tls}", attempts, url) from err
                 failures.append(where + describe(err, endpoint.timeout))
                 continue
             if retry_server_errors and response.status_code >= 500:
@@ -138,7 +136,7 @@ async def get(
                 failures.append(where + f"HTTP {response.status_code}" + (f": {said}" if said else ""))
                 continue
             return response, attempts, url
-        last = failures[-len(endpoint.bases):]
+        last = failures[-len(endpoint.bases) :]
         if n < rounds:
             delay = backoff * 2 ** (n - 1)
             logger.warning(
@@ -151,7 +149,7 @@ async def get(
                 extra={"source_path": path, "attempt": n, "attempts": rounds},
             )
             await asyncio.sleep(delay)
-    last = failures[-len(endpoint.bases):]
+    last = failures[-len(endpoint.bases) :]
     noun = "attempt" if attempts == 1 else "attempts"
     logger.warning("evidence source unreachable after %d %s: %s", attempts, noun, "; ".join(last))
     raise SourceUnavailable(

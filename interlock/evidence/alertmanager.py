@@ -54,8 +54,7 @@ async def confirm_alert(spec: AlertCheck, check: SourceCheck) -> Confirmation:
         # change it must never read as "cleared".
         return answer(
             False,
-            f"alertmanager did not list alerts (HTTP {response.status_code}): "
-            f"{_fetch.error_text(response)}",
+            f"alertmanager did not list alerts (HTTP {response.status_code}): {_fetch.error_text(response)}",
             fetched=False,
         )
 

@@ -33,9 +33,7 @@ async def confirm_query(spec: PrometheusCheck, check: SourceCheck) -> Confirmati
     info = body if isinstance(body, dict) else {}
     observed: dict[str, Any] = {"url": url, "query": query, "comparison": claimed}
 
-    def answer(
-        supports: bool, reason: str, at: datetime | None = None, fetched: bool = True
-    ) -> Confirmation:
+    def answer(supports: bool, reason: str, at: datetime | None = None, fetched: bool = True) -> Confirmation:
         return Confirmation(
             fetched=fetched,
             supports=supports,

@@ -31,6 +31,8 @@ FLEET_HOSTS: dict[str, list[str]] = {
 def instance(name: str, host: str | None) -> str:
     """The lab's name for one process: the service, or the service on one host."""
     return f"{name}@{host}" if host else name
+
+
 STARTING_RELEASE = "v2"
 STARTING_ACCESS: dict[str, list[str]] = {
     "payments-oncall": ["lee"],

@@ -362,6 +362,7 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 self._send(400, str(err))
                 return
             alerts = monitor.alerts(self._base_url())
+
             # Alertmanager's filters: active (default true), silenced (default true); the lab
             # never inhibits, so `inhibited` changes nothing.
             def wanted(name: str) -> bool:

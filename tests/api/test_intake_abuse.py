@@ -48,9 +48,7 @@ async def test_failed_authentications_are_limited_per_address(
         doc = proposal_doc()
         guesses = {"Authorization": "Bearer ilk_guessed-token-number-one"}
         async with httpx.AsyncClient(base_url=api.url, transport=_from("127.0.0.2"), timeout=30) as attacker:
-            answers = [
-                await attacker.post("/v1/proposals", json=doc, headers=guesses) for _ in range(8)
-            ]
+            answers = [await attacker.post("/v1/proposals", json=doc, headers=guesses) for _ in range(8)]
             assert [a.status_code for a in answers] == [401] * 5 + [429] * 3
             body = assert_error(answers[-1], 429)
             assert body["error"] == "too many failed authentications from this address (limit 5/3s)"

@@ -42,5 +42,3 @@ def test_metrics_at_80_columns_keep_every_number_whole(env: dict[str, str | None
     assert "model-review-bot" in narrow and "all" in narrow
     at_80, at_250 = (json.loads(_run(env, c, "metrics", "--json")) for c in (80, 250))
     assert {**at_80, "generated_at": None} == {**at_250, "generated_at": None}
-
-

@@ -50,9 +50,12 @@ async def test_show_and_web_ui_details_keep_a_hostile_rationale_inert(
 
     # Not subprocess.run: the worker shares this event loop and must answer the CLI's query.
     cli = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "interlock"), "show", proposal.proposal_id,
+        str(Path(sys.executable).parent / "interlock"),
+        "show",
+        proposal.proposal_id,
         env={**cli_env(settings, worker), "FORCE_COLOR": "1", "TERM": "xterm-256color"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(cli.communicate(), 60)
     assert cli.returncode == 0, err.decode()

@@ -297,7 +297,10 @@ def test_traces_flow_from_interlock_through_the_collector_to_jaeger() -> None:
     assert SERVICES["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
     for name in ("worker", "api"):
         endpoint = environment(SERVICES[name])["OTEL_EXPORTER_OTLP_ENDPOINT"]
-        assert endpoint == f"http://otel-collector:{config['receivers']['otlp']['protocols']['http']['endpoint'].split(':')[-1]}"
+        assert (
+            endpoint
+            == f"http://otel-collector:{config['receivers']['otlp']['protocols']['http']['endpoint'].split(':')[-1]}"
+        )
 
 
 def grants(sql: str) -> list[str]:

@@ -99,7 +99,9 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
     rows = {r["variable"]: r for r in json.loads(out)}
     assert rows["TEMPORAL_API_KEY"]["value"] == "****"
     assert rows["TEMPORAL_TLS_KEY"]["value"] == str(key)
-    assert rows["INTERLOCK_DATABASE_URL"]["value"] == "postgresql+psycopg://interlock_app:***@db:5432/interlock"
+    assert (
+        rows["INTERLOCK_DATABASE_URL"]["value"] == "postgresql+psycopg://interlock_app:***@db:5432/interlock"
+    )
     assert rows["TEMPORAL_ADDRESS"] == {
         "variable": "TEMPORAL_ADDRESS",
         "value": "ns.acct.tmprl.cloud:7233",

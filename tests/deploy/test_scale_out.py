@@ -172,9 +172,7 @@ async def test_sigterm_lets_the_running_playbook_finish(
     # The execution finished inside the grace period: one attempt, done before the worker left.
     handle = client.get_workflow_handle(proposal.proposal_id)
     history = await handle.fetch_history()
-    completed = [
-        e for e in history.events if e.HasField("activity_task_completed_event_attributes")
-    ]
+    completed = [e for e in history.events if e.HasField("activity_task_completed_event_attributes")]
     execute_started = [
         e.activity_task_started_event_attributes.attempt
         for e in history.events

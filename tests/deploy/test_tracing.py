@@ -71,7 +71,11 @@ def collector() -> Iterator[Collector]:
 
 
 async def test_a_worker_sends_activity_spans_to_the_collector(
-    client: Client, settings: Settings, task_queue: str, collector: Collector, tmp_path: Path,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    collector: Collector,
+    tmp_path: Path,
     checkout_degraded: Lab,
 ) -> None:
     interlock = str(Path(sys.executable).parent / "interlock")

@@ -57,9 +57,7 @@ def monitored_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="session")
-def monitoring(
-    monitored_lab: Lab, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Monitoring]:
+def monitoring(monitored_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitoring]:
     """Real Prometheus and Alertmanager, started once per session (fails on CI without them)."""
     port = int(monitored_lab.config["monitor_port"])
     with running_monitoring(tmp_path_factory.mktemp("monitoring"), f"127.0.0.1:{port}") as found:

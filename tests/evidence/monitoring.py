@@ -147,9 +147,7 @@ class Monitoring:
 
 
 @contextmanager
-def _process(
-    args: list[str], log: Path, ready_url: str, **get: Any
-) -> Iterator[subprocess.Popen[bytes]]:
+def _process(args: list[str], log: Path, ready_url: str, **get: Any) -> Iterator[subprocess.Popen[bytes]]:
     """Run `args` until the block ends, once `ready_url` answers 200 (`get`: httpx.get's
     arguments for it, such as auth and verify)."""
     with log.open("wb") as out:
@@ -157,8 +155,11 @@ def _process(
     try:
         wait_for(
             f"{args[0]} to be ready (log: {log})",
-            lambda: proc.poll() is None and httpx.get(ready_url, timeout=1, **get).status_code == 200
-            or _died(proc, log),
+            lambda: (
+                proc.poll() is None
+                and httpx.get(ready_url, timeout=1, **get).status_code == 200
+                or _died(proc, log)
+            ),
             timeout=60,
         )
         yield proc
@@ -190,12 +191,8 @@ def running_monitoring(root: Path, scrape_target: str) -> Iterator[Monitoring]:
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
         "rule_files": [str(root / "rules.yml")],
-        "alerting": {
-            "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]
-        },
-        "scrape_configs": [
-            {"job_name": "lab", "static_configs": [{"targets": [scrape_target]}]}
-        ],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+        "scrape_configs": [{"job_name": "lab", "static_configs": [{"targets": [scrape_target]}]}],
     }
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
     am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
-from interlock.activities.checks import ProposalChecks
 from temporalio.testing import ActivityEnvironment
 
+from interlock.activities.checks import ProposalChecks
 from interlock.examples import example_proposal
 from interlock.governance import Assessment
 from interlock.lab import Lab
@@ -141,9 +141,7 @@ async def test_unknown_names_are_refused_not_guessed(settings: Settings, healthy
         ("up > 0.5", "is not a check of lab-prometheus"),
     ],
 )
-async def test_a_free_form_expression_is_refused_at_intake(
-    settings: Settings, ref: str, why: str
-) -> None:
+async def test_a_free_form_expression_is_refused_at_intake(settings: Settings, ref: str, why: str) -> None:
     # A tautology is "confirmed" on a healthy service: only the policy's checks are cited.
     with pytest.raises(ProposalInvalid, match=re.escape(why)):
         proposal(settings, [("lab-prometheus", ref)])
@@ -187,9 +185,7 @@ async def test_a_source_that_comes_up_is_retried(healthy_lab: Lab, tmp_path: Pat
     # The lab's own monitor code on a port that is closed until the first attempt failed.
     server = LateServer(free_port(), make_handler(Monitor(healthy_lab.root)))
     url = f"http://127.0.0.1:{server.port}"
-    settings = settings_for(
-        healthy_lab, tmp_path, **{"lab-alertmanager": {"url": url}}
-    )
+    settings = settings_for(healthy_lab, tmp_path, **{"lab-alertmanager": {"url": url}})
     starter = StartOnFirstFailure(server, delay=0.3)
     logger = logging.getLogger("interlock.evidence")
     logger.addHandler(starter)
@@ -207,9 +203,7 @@ async def test_a_source_that_comes_up_is_retried(healthy_lab: Lab, tmp_path: Pat
 async def test_a_source_down_for_good_is_unconfirmed(healthy_lab: Lab, tmp_path: Path) -> None:
     healthy_lab.degrade("checkout-api")
     url = f"http://127.0.0.1:{free_port()}"
-    settings = settings_for(
-        healthy_lab, tmp_path, **{"lab-alertmanager": {"url": url}}
-    )
+    settings = settings_for(healthy_lab, tmp_path, **{"lab-alertmanager": {"url": url}})
     began = time.monotonic()
     found = await check(settings, proposal(settings))
 

@@ -130,9 +130,7 @@ async def test_items_are_checked_concurrently(http: httpx.AsyncClient) -> None:
         am = POLICY.sources["lab-alertmanager"].model_copy(update={"url": base})
         sources = {f"am{n}": am for n in range(3)}
         began = time.monotonic()
-        results = await check(
-            http, [item(s, "high_error_rate") for s in sources], sources=sources, retries=1
-        )
+        results = await check(http, [item(s, "high_error_rate") for s in sources], sources=sources, retries=1)
         elapsed = time.monotonic() - began
     assert all(not r.fetched and "timed out" in r.reason for r in results)
     # Three 2 s timeouts one after another would take 6 s.

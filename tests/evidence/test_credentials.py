@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from interlock.activities.checks import ProposalChecks
 from temporalio.testing import ActivityEnvironment
 
+from interlock.activities.checks import ProposalChecks
 from interlock.examples import example_proposal
 from interlock.lab import Lab
 from interlock.policy import PolicyError, default_policy_text, load_policy, parse_policy
@@ -44,15 +44,16 @@ def header_checking_source() -> type[BaseHTTPRequestHandler]:
                 and self.headers.get("X-Api-Key") == HEADER_SECRET
             )
             if ok:
-                status, body = 200, {
-                    "status": "success",
-                    "data": {
-                        "resultType": "vector",
-                        "result": [
-                            {"metric": {"app": "checkout-api"}, "value": [1700000000, "0.3"]}
-                        ],
+                status, body = (
+                    200,
+                    {
+                        "status": "success",
+                        "data": {
+                            "resultType": "vector",
+                            "result": [{"metric": {"app": "checkout-api"}, "value": [1700000000, "0.3"]}],
+                        },
                     },
-                }
+                )
             else:
                 status, body = 401, {"status": "error", "error": f"unauthorized: got {sent}"}
             payload = json.dumps(body).encode()
@@ -138,9 +139,7 @@ def test_a_policy_never_holds_a_secret() -> None:
     doc["sources"]["lab-prometheus"]["bearer_token"] = "literal-token"
     with pytest.raises(PolicyError) as err:
         parse_policy(yaml.safe_dump(doc))
-    assert "a secret is never written in the policy: use {env: VARIABLE} or {file: PATH}" in str(
-        err.value
-    )
+    assert "a secret is never written in the policy: use {env: VARIABLE} or {file: PATH}" in str(err.value)
 
 
 async def test_the_checks_assessment_carries_no_credential(

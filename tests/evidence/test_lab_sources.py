@@ -174,9 +174,7 @@ async def test_the_policys_threshold_decides(
         assert ", not " in result.reason
 
 
-async def test_a_query_the_source_refuses_is_not_evidence(
-    http: httpx.AsyncClient, monitor_url: str
-) -> None:
+async def test_a_query_the_source_refuses_is_not_evidence(http: httpx.AsyncClient, monitor_url: str) -> None:
     checks = {"bad": {"query": 'rate(error_ratio{service="$service"}[5m])', "above": 0.1}}
     spec = lab_source("prometheus", monitor_url, checks=checks)
     result = await claim(http, "prometheus", monitor_url, "bad", spec=spec)

@@ -77,9 +77,7 @@ async def test_a_firing_alert_and_a_promql_check_confirm(
     assert other.fetched and not other.supports, other.reason
     calm_alert = await claim(http, "alertmanager", "", "high_error_rate", "inventory-api", spec=spec)
     assert not calm_alert.supports
-    assert calm_alert.reason == (
-        "no active alert HighErrorRate for inventory-api (active for checkout-api)"
-    )
+    assert calm_alert.reason == ("no active alert HighErrorRate for inventory-api (active for checkout-api)")
 
 
 async def test_a_silenced_alert_is_suppressed_and_its_rule_decides_after_a_change(

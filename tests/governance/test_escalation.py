@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from interlock.worker.main import build_worker
 from temporalio.testing import WorkflowEnvironment
 
 from interlock.audit import open_store
@@ -20,6 +19,7 @@ from interlock.policy import load_policy
 from interlock.proposals import get_state, submit, wait_until_settled
 from interlock.settings import Settings
 from interlock.temporal import DATA_CONVERTER
+from interlock.worker.main import build_worker
 from tests.conftest import time_skipping_server_bin
 from tests.governance.support import wait_for
 from tests.support import final, make_proposal, replays_and_recorded
@@ -36,8 +36,11 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 def _short_clocks(doc: dict[str, Any]) -> None:
     doc["approval_rules"] = {
         "low": {
-            "approvals": 1, "unsigned_allowed": True,
-            "escalate_after": "1h", "expire_after": "2h", "escalation_group": "security",
+            "approvals": 1,
+            "unsigned_allowed": True,
+            "escalate_after": "1h",
+            "expire_after": "2h",
+            "escalation_group": "security",
         },
         "medium": {"approvals": 1, "unsigned_allowed": True},
         "high": {"approvals": 2, "require_owner": True},
@@ -59,7 +62,9 @@ async def notifications(path: Path, kind: str, timeout: float = 30) -> list[dict
 
 
 async def test_unanswered_proposal_escalates_at_t1_and_expires_at_t2(
-    skipping_env: WorkflowEnvironment, governed: Callable[..., Settings], task_queue: str,
+    skipping_env: WorkflowEnvironment,
+    governed: Callable[..., Settings],
+    task_queue: str,
     fresh_lab: Lab,
 ) -> None:
     s = governed(_short_clocks)
@@ -69,7 +74,10 @@ async def test_unanswered_proposal_escalates_at_t1_and_expires_at_t2(
     proposal = make_proposal(s, "restart_service")
     async with build_worker(client, s, task_queue):
         await submit(
-            client, proposal, task_queue, load_policy(s.effective_policy_file),
+            client,
+            proposal,
+            task_queue,
+            load_policy(s.effective_policy_file),
             search_attributes=False,
         )
         state = await wait_until_settled(client, proposal.proposal_id, timeout=120)
@@ -83,8 +91,7 @@ async def test_unanswered_proposal_escalates_at_t1_and_expires_at_t2(
         state = await wait_for(client, proposal.proposal_id, lambda st: st.escalated)
         assert state.status is ProposalStatus.AWAITING_APPROVAL
         assert any(
-            e.note == "escalated to security: still needs 1 more approval(s) (0/1)"
-            for e in state.timeline
+            e.note == "escalated to security: still needs 1 more approval(s) (0/1)" for e in state.timeline
         )
         [escalation] = await notifications(log, "escalation")
         assert escalation["group"] == "security"

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import yaml
-from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.governance import AUTO_APPROVER
@@ -17,14 +16,20 @@ from interlock.models import ProposalStatus, RiskTier
 from interlock.policy import PolicyError, default_policy_text, parse_policy
 from interlock.proposals import DecisionRefused
 from interlock.settings import Settings
+from interlock.worker.main import build_worker
 from tests.support import approve, final, make_proposal, propose
 
 
 def _auto_for_low(doc: dict[str, Any]) -> None:
     # The walk-through's edit: checkout-api restarts (low risk in the default policy) in auto.
     doc["modes"] = [
-        {"action": "restart_service", "service": "checkout-api", "mode": "auto",
-         "max_tier": "low", "min_confidence": 0.8},
+        {
+            "action": "restart_service",
+            "service": "checkout-api",
+            "mode": "auto",
+            "max_tier": "low",
+            "min_confidence": 0.8,
+        },
         {"action": "change_access", "mode": "auto", "max_tier": "medium", "min_confidence": 0.5},
     ]
 

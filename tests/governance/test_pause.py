@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.audit import open_store
@@ -19,6 +18,7 @@ from interlock.lab import Lab
 from interlock.models import DecisionInput, ProposalStatus
 from interlock.proposals import DecisionRefused, decide
 from interlock.settings import Settings
+from interlock.worker.main import build_worker
 from tests.conftest import cli_env
 from tests.governance.support import wait_for
 from tests.support import approve, final, make_proposal, propose, replays_and_recorded
@@ -48,8 +48,13 @@ SCOPES = [
 
 @pytest.mark.parametrize(("scope", "other", "pause_first"), SCOPES, ids=lambda v: str(v))
 async def test_pause_holds_an_approved_proposal_until_resumed(
-    client: Client, governed: Callable[..., Settings], task_queue: str, fresh_lab: Lab,
-    scope: list[str], other: list[str], pause_first: bool,
+    client: Client,
+    governed: Callable[..., Settings],
+    task_queue: str,
+    fresh_lab: Lab,
+    scope: list[str],
+    other: list[str],
+    pause_first: bool,
 ) -> None:
     s = governed()
     before = fresh_lab.status()["services"]["checkout-api"]["pid"]
@@ -109,7 +114,9 @@ async def test_a_paused_proposal_can_still_be_rejected(
         with pytest.raises(DecisionRefused, match="proposal is paused, not awaiting_approval"):
             await approve(client, proposal.proposal_id, approver="carol")
         result = await decide(
-            client, proposal.proposal_id, "reject",
+            client,
+            proposal.proposal_id,
+            "reject",
             DecisionInput(approver="bob", reason="the incident changed the picture"),
         )
         assert result.status is ProposalStatus.REJECTED

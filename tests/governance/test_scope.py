@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.audit import open_store
 from interlock.lab import Lab
 from interlock.models import ProposalStatus
 from interlock.settings import Settings
+from interlock.worker.main import build_worker
 from tests.support import final, make_proposal, propose
 
 
@@ -40,8 +40,10 @@ async def test_proposal_outside_the_recommenders_scope_is_refused_and_recorded(
     async with build_worker(client, s, task_queue):
         for p in (wrong_action, wrong_service, unknown_bot, too_risky, in_scope):
             await propose(client, s, task_queue, p)
-        states = {p.proposal_id: await final(client, p.proposal_id) for p in
-                  (wrong_action, wrong_service, unknown_bot, too_risky)}
+        states = {
+            p.proposal_id: await final(client, p.proposal_id)
+            for p in (wrong_action, wrong_service, unknown_bot, too_risky)
+        }
         in_scope_state = await propose(client, s, task_queue, in_scope)
         await client.get_workflow_handle(in_scope.proposal_id).terminate("test done")
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from interlock.worker.main import build_worker
 from temporalio.client import Client
 
 from interlock.gate import quorum
@@ -17,6 +16,7 @@ from interlock.models import DecisionInput, DecisionKind, DecisionRecord, Propos
 from interlock.policy import load_policy
 from interlock.proposals import DecisionRefused, decide, get_state
 from interlock.settings import Settings
+from interlock.worker.main import build_worker
 from tests.support import approve, final, make_proposal, propose, signed, update_events
 
 
@@ -89,7 +89,9 @@ async def test_approver_outside_the_tiers_groups_is_refused_by_the_validator(
         for decision in ("approve", "reject"):
             with pytest.raises(DecisionRefused, match=r"'alice' \(groups: sre\) is outside the groups"):
                 await decide(
-                    client, proposal.proposal_id, decision,
+                    client,
+                    proposal.proposal_id,
+                    decision,
                     DecisionInput(approver="alice", reason="on call"),
                 )
         # Refused before anything was written: no Update event, no decision.
@@ -128,7 +130,9 @@ async def test_high_needs_two_approvers_one_from_the_owning_group(
     done = await final(client, proposal.proposal_id)
     assert done.status is ProposalStatus.COMPLETED, done.reasons
     assert [(d.approver, d.signed) for d in done.decisions] == [
-        ("carol", True), ("alice", True), ("bob", True),
+        ("carol", True),
+        ("alice", True),
+        ("bob", True),
     ]
     assert "dana" in fresh_lab.status()["groups"]["payments-oncall"]
 
@@ -172,6 +176,10 @@ def _governance(settings: Settings) -> Governance:
 
 def _record(approver: str, groups: list[str]) -> DecisionRecord:
     return DecisionRecord(
-        decision=DecisionKind.APPROVE, approver=approver, reason="ok",
-        at=datetime.now(UTC), groups=groups, signed=True,
+        decision=DecisionKind.APPROVE,
+        approver=approver,
+        reason="ok",
+        at=datetime.now(UTC),
+        groups=groups,
+        signed=True,
     )

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from interlock.worker.main import build_worker
 from temporalio.client import Client
 from typer.testing import CliRunner
 
@@ -24,6 +23,7 @@ from interlock.policy import Policy
 from interlock.proposals import DecisionRefused, decide, get_state, sign_decision
 from interlock.settings import Settings
 from interlock.signing import TokenRefused, _b64, _unb64, generate_key, load_private_key, sign, verify
+from interlock.worker.main import build_worker
 from tests.conftest import cli_env
 from tests.governance.support import wait_for
 from tests.support import final, make_proposal, propose, update_events
@@ -60,8 +60,12 @@ async def test_token_replayed_on_another_proposal_or_twice_is_refused(
 
 
 async def test_token_signed_before_the_playbook_changed_never_runs_the_new_plan(
-    client: Client, governed: Callable[..., Settings], settings: Settings, task_queue: str,
-    fresh_lab: Lab, tmp_path: Path,
+    client: Client,
+    governed: Callable[..., Settings],
+    settings: Settings,
+    task_queue: str,
+    fresh_lab: Lab,
+    tmp_path: Path,
 ) -> None:
     playbooks = tmp_path / "playbooks"
     shutil.copytree(settings.playbooks_dir, playbooks, ignore=shutil.ignore_patterns("artifacts"))
@@ -81,8 +85,11 @@ async def test_token_signed_before_the_playbook_changed_never_runs_the_new_plan(
         # The approval lands, but the re-check before execution sees a different plan:
         # a new preview and a new approval, never an execution of what nobody saw.
         await decide(client, proposal.proposal_id, "approve", DecisionInput(token=used))
-        state = await wait_for(client, proposal.proposal_id, lambda st: st.plan_hash != old_plan
-                                and st.status is ProposalStatus.AWAITING_APPROVAL)
+        state = await wait_for(
+            client,
+            proposal.proposal_id,
+            lambda st: st.plan_hash != old_plan and st.status is ProposalStatus.AWAITING_APPROVAL,
+        )
         assert state.execution is None
         assert any("playbooks changed after approval" in e.note for e in state.timeline)
         assert fresh_lab.status()["services"]["checkout-api"]["pid"] == before
@@ -98,17 +105,20 @@ async def test_token_signed_before_the_playbook_changed_never_runs_the_new_plan(
     assert fresh_lab.status()["services"]["checkout-api"]["pid"] != before
 
 
-async def test_expired_token_is_refused(
-    client: Client, settings: Settings, worker: str, lab: Lab
-) -> None:
+async def test_expired_token_is_refused(client: Client, settings: Settings, worker: str, lab: Lab) -> None:
     proposal = make_proposal(settings, "restart_service")
     state = await propose(client, settings, worker, proposal)
     issued = datetime.now(UTC) - timedelta(minutes=20)
     token = sign(
         load_private_key(key_path(settings.keys_dir, "alice")),
-        proposal_id=proposal.proposal_id, workflow_id=state.workflow_id,
-        plan_hash=state.plan_hash or "", decision=DecisionKind.APPROVE, approver="alice",
-        reason="signed a while ago", now=issued, lifetime=timedelta(minutes=15),
+        proposal_id=proposal.proposal_id,
+        workflow_id=state.workflow_id,
+        plan_hash=state.plan_hash or "",
+        decision=DecisionKind.APPROVE,
+        approver="alice",
+        reason="signed a while ago",
+        now=issued,
+        lifetime=timedelta(minutes=15),
     )
     await _refused(client, proposal.proposal_id, token, "expiry: token expired at")
     assert await update_events(client, proposal.proposal_id) == 0
@@ -127,9 +137,13 @@ async def test_forged_or_altered_token_is_refused(
     wrong_key = load_pem_private_key(pem.encode(), password=None)
     forged = sign(
         wrong_key,  # type: ignore[arg-type]
-        proposal_id=proposal.proposal_id, workflow_id=state.workflow_id,
-        plan_hash=state.plan_hash or "", decision=DecisionKind.APPROVE, approver="alice",
-        reason="trust me", now=datetime.now(UTC),
+        proposal_id=proposal.proposal_id,
+        workflow_id=state.workflow_id,
+        plan_hash=state.plan_hash or "",
+        decision=DecisionKind.APPROVE,
+        approver="alice",
+        reason="trust me",
+        now=datetime.now(UTC),
     )
     await _refused(client, proposal.proposal_id, forged, "signature: not made with alice's key")
 
@@ -154,8 +168,14 @@ def _signed_for(lifetime: timedelta, now: datetime) -> tuple[str, str]:
     key = load_pem_private_key(pem.encode(), password=None)
     token = sign(
         key,  # type: ignore[arg-type]
-        proposal_id="p", workflow_id="p", plan_hash="h", decision=DecisionKind.APPROVE,
-        approver="alice", reason="r", now=now, lifetime=lifetime,
+        proposal_id="p",
+        workflow_id="p",
+        plan_hash="h",
+        decision=DecisionKind.APPROVE,
+        approver="alice",
+        reason="r",
+        now=now,
+        lifetime=lifetime,
     )
     return token, public
 
@@ -163,8 +183,14 @@ def _signed_for(lifetime: timedelta, now: datetime) -> tuple[str, str]:
 def test_a_token_valid_for_longer_than_the_limit_is_refused() -> None:
     now = datetime.now(UTC)
     token, public = _signed_for(timedelta(days=365), now)
-    check = {"public_keys": {"alice": public}, "proposal_id": "p", "workflow_id": "p",
-             "plan_hash": "h", "now": now, "seen_nonces": frozenset()}
+    check = {
+        "public_keys": {"alice": public},
+        "proposal_id": "p",
+        "workflow_id": "p",
+        "plan_hash": "h",
+        "now": now,
+        "seen_nonces": frozenset(),
+    }
     refusal = r"^lifetime: token is valid for 365d .* token_max_lifetime of 15m$"
     with pytest.raises(TokenRefused, match=refusal):
         verify(token, **check)  # type: ignore[arg-type]
@@ -190,9 +216,7 @@ def test_interlock_sign_refuses_to_make_a_token_longer_than_the_limit(settings: 
     env = cli_env(settings, "no-worker-needed")
     result = CliRunner().invoke(app, ["sign", "prop-x", "--as", "alice", "--lifetime", "2h"], env=env)
     assert result.exit_code == 2
-    assert (
-        "error: --lifetime 2h is longer than the policy's token_max_lifetime of 15m" in result.stderr
-    )
+    assert "error: --lifetime 2h is longer than the policy's token_max_lifetime of 15m" in result.stderr
 
 
 async def test_a_long_lived_token_is_refused_by_the_update_validator(
@@ -203,9 +227,14 @@ async def test_a_long_lived_token_is_refused_by_the_update_validator(
     # alice's own key, this proposal, this plan, fresh: only its lifetime is wrong.
     token = sign(
         load_private_key(key_path(settings.keys_dir, "alice")),
-        proposal_id=proposal.proposal_id, workflow_id=state.workflow_id,
-        plan_hash=state.plan_hash or "", decision=DecisionKind.APPROVE, approver="alice",
-        reason="valid for a year", now=datetime.now(UTC), lifetime=timedelta(days=365),
+        proposal_id=proposal.proposal_id,
+        workflow_id=state.workflow_id,
+        plan_hash=state.plan_hash or "",
+        decision=DecisionKind.APPROVE,
+        approver="alice",
+        reason="valid for a year",
+        now=datetime.now(UTC),
+        lifetime=timedelta(days=365),
     )
     await _refused(client, proposal.proposal_id, token, "lifetime: token is valid for 365d")
     assert await update_events(client, proposal.proposal_id) == 0

@@ -11,15 +11,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from interlock.activities.gate import GateActivities
-from interlock.worker.main import build_worker
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
+from interlock.activities.gate import GateActivities
 from interlock.lab import Lab
 from interlock.models import DecisionInput, Notification, ProposalStatus
 from interlock.proposals import decide
 from interlock.settings import Settings
+from interlock.worker.main import build_worker
 from tests.governance.support import wait_for
 from tests.support import final, make_proposal, propose
 
@@ -74,7 +74,10 @@ def _webhook(url: str) -> Callable[[dict[str, Any]], None]:
 
 
 async def test_webhook_receives_slack_compatible_notifications_with_a_ui_link(
-    client: Client, governed: Callable[..., Settings], task_queue: str, lab: Lab,
+    client: Client,
+    governed: Callable[..., Settings],
+    task_queue: str,
+    lab: Lab,
     receiver: Receiver,
 ) -> None:
     s = governed(_webhook(receiver.url))
@@ -92,8 +95,7 @@ async def test_webhook_receives_slack_compatible_notifications_with_a_ui_link(
     asked, outcome = receiver.received
     assert asked["link"] == outcome["link"] == link
     assert asked["text"] == (
-        f"Approval needed: restart_service on checkout-api (lab, low risk) from triage-bot "
-        f"<{link}|{pid}>"
+        f"Approval needed: restart_service on checkout-api (lab, low risk) from triage-bot <{link}|{pid}>"
     )
     assert outcome["text"].startswith("rejected: restart_service on checkout-api")
     assert outcome["status"] == "rejected" and outcome["proposal_id"] == pid
@@ -101,7 +103,10 @@ async def test_webhook_receives_slack_compatible_notifications_with_a_ui_link(
 
 @pytest.mark.parametrize("receiver", [500], indirect=True)
 async def test_failing_webhook_is_retried_and_never_changes_a_decision(
-    client: Client, governed: Callable[..., Settings], task_queue: str, lab: Lab,
+    client: Client,
+    governed: Callable[..., Settings],
+    task_queue: str,
+    lab: Lab,
     receiver: Receiver,
 ) -> None:
     s = governed(_webhook(receiver.url))
@@ -129,7 +134,9 @@ async def test_notification_text_cannot_link_or_mention(
     s = governed(_webhook(receiver.url))
     service = "<!here> <@U024BE7LH> @channel <https://evil.example/approve|Approve now> \x1b[31m&\nnext"
     note = Notification(
-        kind="outcome", proposal_id="prop-n1", status="rejected_by_checks",
+        kind="outcome",
+        proposal_id="prop-n1",
+        status="rejected_by_checks",
         text=f"rejected_by_checks: restart_service on {service} (lab) from triage-bot",
     )
     await ActivityEnvironment().run(GateActivities(s).notify, note)

@@ -47,9 +47,21 @@ async def test_the_banner_suggests_steps_that_work_on_a_fresh_stack(tmp_path: Pa
     }
     env.pop("INTERLOCK_LAB_ROOT", None)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "interlock.cli", "up", "--port", str(port), "--ui-port", str(ui_port),
-        "--api-port", str(api_port), "--metrics-port", "0",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "interlock.cli",
+        "up",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--api-port",
+        str(api_port),
+        "--metrics-port",
+        "0",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         assert proc.stdout is not None

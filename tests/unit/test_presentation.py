@@ -92,7 +92,10 @@ def test_a_medium_tier_offers_the_unsigned_json_and_names_every_eligible_approve
     who = details.split("### Who may still approve")[1].split("###")[0]
     # The recommender is not in the roster here; everyone in it may decide medium changes.
     assert [line.split(",")[0] for line in who.splitlines() if line.startswith("- ")] == [
-        "- alice", "- bob", "- carol", "- erin"
+        "- alice",
+        "- bob",
+        "- carol",
+        "- erin",
     ]
     how = details.split("### How to decide (medium risk)")[1]
     assert '{"approver": "alice", "reason": "evidence checked"}' in how
@@ -114,8 +117,13 @@ def test_a_high_tier_gives_sign_commands_per_approver_and_no_unsigned_json(gov: 
     # After alice approves, she is no longer offered, and the owner group is still missing.
     state.decisions.append(
         DecisionRecord(
-            decision=DecisionKind.APPROVE, approver="alice", reason="ok", at=datetime.now(UTC),
-            groups=["sre"], signed=True, plan_hash=state.plan_hash,
+            decision=DecisionKind.APPROVE,
+            approver="alice",
+            reason="ok",
+            at=datetime.now(UTC),
+            groups=["sre"],
+            signed=True,
+            plan_hash=state.plan_hash,
         )
     )
     how = approval_details(state, gov=gov).split("### How to decide (high risk)")[1]

@@ -41,9 +41,7 @@ async def test_validator_refuses_without_writing_history(
     proposal = make_proposal(settings, "restart_service")
     await propose(client, settings, worker, proposal)
     with pytest.raises(DecisionRefused, match=expected):
-        await decide(
-            client, proposal.proposal_id, decision, DecisionInput(approver=approver, reason=reason)
-        )
+        await decide(client, proposal.proposal_id, decision, DecisionInput(approver=approver, reason=reason))
 
     assert await update_events(client, proposal.proposal_id) == 0
     state = await get_state(client, proposal.proposal_id)
@@ -60,9 +58,7 @@ async def test_decision_on_a_final_proposal_is_refused(
     await decide(client, proposal.proposal_id, "reject", DecisionInput(approver="bob", reason="no"))
     await final(client, proposal.proposal_id)
     with pytest.raises(DecisionRefused):
-        await decide(
-            client, proposal.proposal_id, "approve", DecisionInput(approver="alice", reason="ok")
-        )
+        await decide(client, proposal.proposal_id, "approve", DecisionInput(approver="alice", reason="ok"))
 
 
 async def test_decision_while_checks_run_is_refused(
@@ -71,9 +67,7 @@ async def test_decision_while_checks_run_is_refused(
     proposal = make_proposal(settings, "restart_service")
     await submit(client, proposal, worker, load_policy(settings.effective_policy_file))
     with pytest.raises(DecisionRefused, match="not awaiting_approval"):
-        await decide(
-            client, proposal.proposal_id, "approve", DecisionInput(approver="alice", reason="ok")
-        )
+        await decide(client, proposal.proposal_id, "approve", DecisionInput(approver="alice", reason="ok"))
     await client.get_workflow_handle(proposal.proposal_id).terminate("test done")
 
 
@@ -92,7 +86,9 @@ async def test_duplicate_submission_gives_one_workflow(
 
     # The same id for a different proposal is a conflict, not a silent merge.
     other = make_proposal(
-        settings, "rollback_deployment", proposal_id=proposal.proposal_id,
+        settings,
+        "rollback_deployment",
+        proposal_id=proposal.proposal_id,
         parameters={"release": "v1"},
     )
     with pytest.raises(ProposalConflict):

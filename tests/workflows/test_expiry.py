@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest_asyncio
-from interlock.worker.main import build_worker
 from temporalio.testing import WorkflowEnvironment
 
 from interlock.lab import Lab
@@ -15,6 +14,7 @@ from interlock.policy import load_policy
 from interlock.proposals import get_state, submit, wait_until_settled
 from interlock.settings import Settings
 from interlock.temporal import DATA_CONVERTER
+from interlock.worker.main import build_worker
 from tests.conftest import time_skipping_server_bin
 from tests.support import make_proposal
 
@@ -36,16 +36,17 @@ async def test_unanswered_proposal_expires_after_24h_and_changes_nothing(
     async with build_worker(client, settings, task_queue):
         # The time-skipping server has no custom search attributes: submit without them.
         await submit(
-            client, proposal, task_queue, load_policy(settings.effective_policy_file),
+            client,
+            proposal,
+            task_queue,
+            load_policy(settings.effective_policy_file),
             search_attributes=False,
         )
         state = await wait_until_settled(client, proposal.proposal_id, timeout=120)
         assert state.status is ProposalStatus.AWAITING_APPROVAL
         start = await skipping_env.get_current_time()
         await skipping_env.sleep(timedelta(hours=23))
-        assert (await get_state(client, proposal.proposal_id)).status is (
-            ProposalStatus.AWAITING_APPROVAL
-        )
+        assert (await get_state(client, proposal.proposal_id)).status is (ProposalStatus.AWAITING_APPROVAL)
         await skipping_env.sleep(timedelta(hours=1, minutes=5))
         done = await get_state(client, proposal.proposal_id)
         waited = await skipping_env.get_current_time() - start

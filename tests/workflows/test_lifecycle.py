@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-from interlock.workflows.remediation import RemediationWorkflow
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
@@ -17,6 +16,7 @@ from interlock.policy import load_policy
 from interlock.proposals import parse_proposal
 from interlock.settings import Settings
 from interlock.temporal import DATA_CONVERTER
+from interlock.workflows.remediation import RemediationWorkflow
 from tests.support import (
     approve,
     final,
@@ -35,9 +35,7 @@ HISTORIES = Path(__file__).parent.parent / "histories"
 async def check_replays(client: Client, workflow_id: str, name: str) -> None:
     """Today's code must replay the history it just wrote; optionally record it for the suite."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    await Replayer(
-        workflows=[RemediationWorkflow], data_converter=DATA_CONVERTER
-    ).replay_workflow(history)
+    await Replayer(workflows=[RemediationWorkflow], data_converter=DATA_CONVERTER).replay_workflow(history)
     if os.environ.get("INTERLOCK_RECORD_HISTORIES"):
         (HISTORIES / f"{name}.json").write_text(history.to_json())
 
@@ -146,9 +144,7 @@ async def test_rollback_to_broken_release_rolls_back(
     client: Client, settings: Settings, worker: str, alerting_lab: Lab
 ) -> None:
     flaky = new_id("flaky")
-    proposal = make_proposal(
-        settings, "rollback_deployment", parameters={"release": "v0"}, recommender=flaky
-    )
+    proposal = make_proposal(settings, "rollback_deployment", parameters={"release": "v0"}, recommender=flaky)
     await propose(client, settings, worker, proposal)
     await approve(client, proposal.proposal_id)
     done = await final(client, proposal.proposal_id)

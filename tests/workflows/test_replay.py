@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from interlock.workflows.remediation import RemediationWorkflow
 from temporalio.worker import Replayer
 
 from interlock.audit.history import AUDIT_ACTIVITY, AUDIT_BATCH_ACTIVITY, load_history, read_history
 from interlock.temporal import DATA_CONVERTER
+from interlock.workflows.remediation import RemediationWorkflow
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 
@@ -37,9 +37,9 @@ def test_the_three_histories_are_committed() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays_without_nondeterminism(path: Path) -> None:
     history = load_history(path.read_text(), path.stem)
-    result = await Replayer(
-        workflows=[RemediationWorkflow], data_converter=DATA_CONVERTER
-    ).replay_workflow(history, raise_on_replay_failure=True)
+    result = await Replayer(workflows=[RemediationWorkflow], data_converter=DATA_CONVERTER).replay_workflow(
+        history, raise_on_replay_failure=True
+    )
     assert result.replay_failure is None
 
 

@@ -230,7 +230,6 @@ class ModeRule(_Model):
         )
 
 
-
 class Thresholds(_Model):
     """Figures a recommender and model version must stay within over a graduation window.
 
@@ -326,9 +325,7 @@ class FreezeWindow(_Model):
         if self.hours:
             begin, finish = self.hours.split("-")
             clock = now.astimezone(UTC).strftime("%H:%M")
-            inside = (
-                begin <= clock < finish if begin <= finish else (clock >= begin or clock < finish)
-            )
+            inside = begin <= clock < finish if begin <= finish else (clock >= begin or clock < finish)
             if not inside:
                 return False
         return True
@@ -525,9 +522,7 @@ class Policy(_Model):
         errors = reference_errors(self.model_dump(mode="json", exclude={"digest"}))
         for tier, rule in self.approval_rules.items():
             if rule.escalate_after >= rule.expire_after:
-                errors.append(
-                    f"approval_rules.{tier.value}.escalate_after: must be before expire_after"
-                )
+                errors.append(f"approval_rules.{tier.value}.escalate_after: must be before expire_after")
         if self.token_max_lifetime > timedelta(hours=24):
             errors.append("token_max_lifetime: must be at most 24h (a token approves one plan, now)")
         for tier in RiskTier:
@@ -691,26 +686,22 @@ def validate_against_policy(proposal: Proposal, policy: Policy) -> list[str]:
         return [f"action: unknown action {proposal.action!r} (known: {known})"]
     service = policy.canonical_service(proposal.target.service)
     if service is None:
-        errors.append(
-            f"target.service: {proposal.target.service!r} is not a service in the catalog"
-        )
+        errors.append(f"target.service: {proposal.target.service!r} is not a service in the catalog")
     elif proposal.target.environment not in policy.services[service].environments:
-        errors.append(
-            f"target.environment: {service} does not run in {proposal.target.environment!r}"
-        )
+        errors.append(f"target.environment: {service} does not run in {proposal.target.environment!r}")
     if service is not None and proposal.target.hosts is not None:
         errors += host_errors(
-            proposal.target.hosts, policy.service_hosts(service, proposal.target.environment),
-            service, proposal.target.environment,
+            proposal.target.hosts,
+            policy.service_hosts(service, proposal.target.environment),
+            service,
+            proposal.target.environment,
         )
     for name, value in proposal.parameters.items():
         spec = action.parameters.get(name)
         if spec is None:
             errors.append(f"parameters.{name}: unknown parameter for {proposal.action}")
         elif value not in spec.allowed:
-            errors.append(
-                f"parameters.{name}: {value!r} is not allowed (allowed: {', '.join(spec.allowed)})"
-            )
+            errors.append(f"parameters.{name}: {value!r} is not allowed (allowed: {', '.join(spec.allowed)})")
     for name in action.parameters:
         if name not in proposal.parameters:
             errors.append(f"parameters.{name}: required for {proposal.action}")
@@ -730,8 +721,7 @@ def host_errors(hosts: list[str], fleet: list[str], service: str, environment: s
     if not fleet:
         return [f"target.hosts: the catalog lists no hosts for {service} in {environment!r}"]
     errors = [
-        f"target.hosts: {h!r} is not a host of {service} in {environment!r} "
-        f"(hosts: {', '.join(fleet)})"
+        f"target.hosts: {h!r} is not a host of {service} in {environment!r} (hosts: {', '.join(fleet)})"
         for h in hosts
         if h not in fleet
     ]

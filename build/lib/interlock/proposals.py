@@ -176,26 +176,19 @@ async def wait_until_settled(
                 return state
         except RPCError as exc:
             # The first workflow task may not have run yet: the query has nothing to answer.
-            if (
-                "not started" not in str(exc).lower()
-                and exc.status != RPCStatusCode.FAILED_PRECONDITION
-            ):
+            if "not started" not in str(exc).lower() and exc.status != RPCStatusCode.FAILED_PRECONDITION:
                 raise
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"proposal {proposal_id} still in automatic stages after {timeout}s")
         await asyncio.sleep(interval)
 
 
-async def wait_until_final(
-    client: Client, proposal_id: str, timeout: float = 600.0
-) -> ProposalState:
+async def wait_until_final(client: Client, proposal_id: str, timeout: float = 600.0) -> ProposalState:
     handle = client.get_workflow_handle(proposal_id, result_type=ProposalState)
     return await asyncio.wait_for(handle.result(), timeout)
 
 
-async def decide(
-    client: Client, proposal_id: str, decision: str, inp: DecisionInput
-) -> DecisionResult:
+async def decide(client: Client, proposal_id: str, decision: str, inp: DecisionInput) -> DecisionResult:
     from temporalio.client import WorkflowUpdateFailedError
 
     handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(proposal_id)
@@ -211,9 +204,7 @@ async def decide(
         raise
 
 
-async def list_proposals(
-    client: Client, status: str | None = None, limit: int = 200
-) -> list[dict[str, Any]]:
+async def list_proposals(client: Client, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
     query = f"WorkflowType = '{WORKFLOW_TYPE}'"
     if status:
         if status not in {s.value for s in ProposalStatus}:
@@ -237,7 +228,12 @@ async def list_proposals(
 
 
 async def sign_decision(
-    client: Client, keys_dir: Path, proposal_id: str, decision: str, approver: str, reason: str,
+    client: Client,
+    keys_dir: Path,
+    proposal_id: str,
+    decision: str,
+    approver: str,
+    reason: str,
     lifetime: timedelta | None = None,
 ) -> str:
     """A token for `decision` on the proposal's current plan, signed with approver's key file."""
@@ -247,14 +243,10 @@ async def sign_decision(
 
     path = key_path(keys_dir, approver)
     if not path.exists():
-        raise DecisionRefused(
-            f"no key for {approver!r} at {path} (interlock keys generate {approver})"
-        )
+        raise DecisionRefused(f"no key for {approver!r} at {path} (interlock keys generate {approver})")
     state = await get_state(client, proposal_id)
     if not state.plan_hash:
-        raise DecisionRefused(
-            f"proposal {proposal_id} has no plan to sign yet ({state.status.value})"
-        )
+        raise DecisionRefused(f"proposal {proposal_id} has no plan to sign yet ({state.status.value})")
     return sign(
         load_private_key(path),
         proposal_id=state.proposal.proposal_id,

@@ -130,13 +130,9 @@ def verify(
             _unb64(signature), payload.encode()
         )
     except (InvalidSignature, ValueError):
-        raise TokenRefused(
-            f"signature: not made with {claims.approver}'s key (forged or altered)"
-        ) from None
+        raise TokenRefused(f"signature: not made with {claims.approver}'s key (forged or altered)") from None
     if claims.proposal_id != proposal_id or claims.workflow_id != workflow_id:
-        raise TokenRefused(
-            f"binding: token is for proposal {claims.proposal_id!r}, not {proposal_id!r}"
-        )
+        raise TokenRefused(f"binding: token is for proposal {claims.proposal_id!r}, not {proposal_id!r}")
     if claims.plan_hash != plan_hash:
         raise TokenRefused(
             "plan: token approves a different plan (the playbooks, inventory, parameters "

@@ -30,9 +30,7 @@ class _Model(BaseModel):
 
 def _not_literal(value: Any) -> Any:
     if isinstance(value, str):
-        raise ValueError(
-            "a secret is never written in the policy: use {env: VARIABLE} or {file: PATH}"
-        )
+        raise ValueError("a secret is never written in the policy: use {env: VARIABLE} or {file: PATH}")
     return value
 
 
@@ -131,9 +129,7 @@ class DeployCheck(_Model):
     description: str = ""
 
 
-Check = Annotated[
-    PrometheusCheck | AlertCheck | HealthCheck | DeployCheck, Field(discriminator="type")
-]
+Check = Annotated[PrometheusCheck | AlertCheck | HealthCheck | DeployCheck, Field(discriminator="type")]
 
 
 class SourceSpec(_Model):

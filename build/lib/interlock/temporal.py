@@ -96,9 +96,7 @@ def _refusal(exception: BaseException) -> tuple[str, str] | None:
     return None
 
 
-DATA_CONVERTER = dataclasses.replace(
-    pydantic_data_converter, failure_converter_class=RefusalFailureConverter
-)
+DATA_CONVERTER = dataclasses.replace(pydantic_data_converter, failure_converter_class=RefusalFailureConverter)
 
 
 class TemporalUnavailable(RuntimeError):

@@ -276,9 +276,10 @@ def restart_once(module, root, config, name, key, host=None):
     # One change to a service at a time, as a service manager runs one job per unit: two
     # changes of one service (two proposals, two workers) would otherwise race for its port.
     # Always the service's lock first, then the change's: no two callers wait on each other.
-    with open(os.path.join(records, f"service-{instance(name, host)}.lock"), "w") as service_lock, open(
-        os.path.join(records, f"{key}.lock"), "w"
-    ) as lock:
+    with (
+        open(os.path.join(records, f"service-{instance(name, host)}.lock"), "w") as service_lock,
+        open(os.path.join(records, f"{key}.lock"), "w") as lock,
+    ):
         fcntl.flock(service_lock, fcntl.LOCK_EX)
         # Two executions of one change (a retry racing a slow original) serialize here.
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -313,9 +313,7 @@ class PlaybookRunner:
             waiter.cancel()
             raise
 
-    async def _run_heartbeating(
-        self, execute: Any, cancelled: threading.Event, stage: Stage
-    ) -> Any:
+    async def _run_heartbeating(self, execute: Any, cancelled: threading.Event, stage: Stage) -> Any:
         future = asyncio.get_running_loop().run_in_executor(None, execute)
         try:
             while True:

@@ -219,9 +219,7 @@ class Intake:
 
         client = await self.client()
         try:
-            submission = await submit(
-                client, proposal, self.settings.task_queue, policy, channel=channel
-            )
+            submission = await submit(client, proposal, self.settings.task_queue, policy, channel=channel)
             if submission.duplicate_of is not None:
                 status = await self._status_of(client, submission.duplicate_of)
             elif submission.created:
@@ -239,7 +237,9 @@ class Intake:
             raise ApiError(409, str(exc), [f"proposal_id: {exc}"]) from None
         except DedupUnsettled as exc:
             raise ApiError(
-                503, "the proposal's problem is changing hands; retry", [str(exc)],
+                503,
+                "the proposal's problem is changing hands; retry",
+                [str(exc)],
                 headers={"Retry-After": _RETRY_AFTER_UNAVAILABLE},
             ) from None
         except RPCError as exc:

@@ -452,8 +452,7 @@ class AuditStore:
             row = existing.get(item.event_id)
             if row is not None and canonical_row(row) != canonical:
                 raise EventIdConflict(
-                    f"event_id {item.event_id!r} is already recorded (row {row.seq}) "
-                    "with different content"
+                    f"event_id {item.event_id!r} is already recorded (row {row.seq}) with different content"
                 )
 
     def _find_many(self, event_ids: list[str], conn: Connection | None = None) -> dict[str, Any]:

@@ -62,9 +62,7 @@ async def confirm_change(claim: ChangeClaim, check: SourceCheck) -> Confirmation
     recent = [t for t in finished if check.now - check.max_age <= t <= check.now + CLOCK_SKEW]
     if recent:
         at = max(recent)
-        return answer(
-            True, f"release {release} was deployed to {target} at {clock(at, check.now)}", at
-        )
+        return answer(True, f"release {release} was deployed to {target} at {clock(at, check.now)}", at)
     if finished:
         at = max(finished)
         return answer(
@@ -77,9 +75,7 @@ async def confirm_change(claim: ChangeClaim, check: SourceCheck) -> Confirmation
         return answer(False, f"the deploy of release {release} to {target} has no finish time")
     if matching:
         statuses = ", ".join(sorted({str(r.get("status")) for r in matching}))
-        return answer(
-            False, f"no completed deploy of release {release} to {target} (status: {statuses})"
-        )
+        return answer(False, f"no completed deploy of release {release} to {target} (status: {statuses})")
     return answer(False, f"no deploy of release {release} to {target} on record")
 
 
