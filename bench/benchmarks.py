@@ -800,7 +800,7 @@ async def bench_replay(ctx: BenchContext) -> list[Figure]:
         ("unsandboxed, one process (--jobs 1; diagnostic)", lambda: bulk(1, False), False),
         (f"`--all --sandboxed --jobs {jobs}` (diagnostic)", lambda: bulk(jobs, True), False),
         (
-            "sandboxed, one process, one Replayer, as the worker and tests/workflows/test_replay.py "
+            "sandboxed, one process, one Replayer, as the worker and tests/unit/test_replay.py "
             "run it (diagnostic: the rate before bulk replay)",
             one_sandboxed_replayer,
             False,
@@ -830,19 +830,19 @@ async def bench_replay(ctx: BenchContext) -> list[Figure]:
 
 # --- durability drills at the issue's size -------------------------------------------------------
 
-KILL = "tests/drills/test_kill.py::test_kill_under_load_loses_nothing_and_runs_nothing_twice"
+KILL = "tests/system/drills/test_kill.py::test_kill_under_load_loses_nothing_and_runs_nothing_twice"
 DRILLS = {  # pytest node id -> what the drill does
     f"{KILL}[server]": "dev server SIGKILLed and restarted",
     f"{KILL}[worker]": "worker SIGKILLed and restarted",
-    "tests/drills/test_audit_outage.py::test_audit_database_outage_loses_and_duplicates_nothing": (
+    "tests/system/drills/test_audit_outage.py::test_audit_database_outage_loses_and_duplicates_nothing": (
         "audit database cut off while events are written"
     ),
-    "tests/drills/test_expiry_race.py": "approvals racing the approval timer",
+    "tests/system/drills/test_expiry_race.py": "approvals racing the approval timer",
 }
 
 
 async def bench_drills(ctx: BenchContext) -> list[Figure]:
-    """tests/drills at the issue's size: each a pass or a failure, with its wall time.
+    """tests/system/drills at the issue's size: each a pass or a failure, with its wall time.
 
     They are the same tests `.ci/run` runs at 12 proposals; here with `drill_proposals` waiting
     and 5 playbooks running. Each test starts its own dev server, lab and database.
@@ -877,9 +877,9 @@ async def bench_drills(ctx: BenchContext) -> list[Figure]:
                 met=passed,
                 judged_on="passed" if passed else "FAILED",
                 size=(
-                    f"{proposals} proposals waiting, 5 playbooks running (real Ansible), tests/drills"
+                    f"{proposals} proposals waiting, 5 playbooks running (real Ansible), tests/system/drills"
                     if "kill" in name
-                    else "its own fixed size (not scaled by --drill-proposals), tests/drills"
+                    else "its own fixed size (not scaled by --drill-proposals), tests/system/drills"
                 ),
                 note="" if passed else (failure.get("message") or "")[:300],
             )

@@ -36,7 +36,7 @@ def temporal_binary() -> str:
 
 # What the banner suggests, in order: each works on a fresh stack (the lab starts healthy, so
 # the evidence only holds once a service is degraded; a restart is low risk, so one unsigned
-# approval completes it). tests/stack/test_first_steps.py runs them.
+# approval completes it). tests/system/stack/test_first_steps.py runs them.
 FIRST_STEPS: tuple[tuple[str, str], ...] = (
     ("Break something", "interlock lab degrade checkout-api"),
     ("Propose a fix", "interlock example --id prop-0001 | interlock propose -"),

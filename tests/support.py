@@ -111,11 +111,11 @@ async def replays_and_recorded(
     client: Client, workflow_id: str, name: str, run_id: str | None = None
 ) -> None:
     """Today's code must replay the history a test just wrote; with INTERLOCK_RECORD_HISTORIES=1
-    it is also stored in tests/histories, which tests/workflows/test_replay.py replays forever."""
-    from interlock.workflows.remediation import RemediationWorkflow
+    it is also stored in tests/histories, which tests/unit/test_replay.py replays forever."""
     from temporalio.worker import Replayer
 
     from interlock.temporal import DATA_CONVERTER
+    from interlock.workflows.remediation import RemediationWorkflow
 
     history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
     await Replayer(workflows=[RemediationWorkflow], data_converter=DATA_CONVERTER).replay_workflow(history)

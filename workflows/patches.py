@@ -6,7 +6,7 @@ A patch lives through three steps (samples-python `patching/`):
 2. `deprecated`: once no workflow started before the patch is still open (the longest a proposal
    lives: its approval window, 24 h by default, plus execution), the old branch is deleted and the
    call becomes `workflow.deprecate_patch(NAME)`; the `*_before_*` histories are deleted with it.
-   tests/workflows/test_patches.py already replays today's histories in that form.
+   tests/unit/test_patches.py already replays today's histories in that form.
 3. removed: after the namespace's retention period (histories with the marker are gone), the
    `deprecate_patch` call goes too.
 """

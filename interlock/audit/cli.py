@@ -357,7 +357,7 @@ def replay(
     Replay checks that the code issues the commands the history records (activities, timers, ...).
 
     --all replays outside the sandbox, in parallel processes, unless --sandboxed: the worker
-    and tests/workflows/test_replay.py run the same code in the sandbox.
+    and tests/unit/test_replay.py run the same code in the sandbox.
 
     Exit 1 when a history does not replay: the code would decide differently from the record.
     """

@@ -1,0 +1,61 @@
+"""The benchmark harness works: `python -m bench --quick` runs every benchmark at a tiny size.
+
+Benchmarks are not tests: this checks that each one runs to the end against the real stack
+(dev server, lab, Ansible, PostgreSQL) and writes a results table, not how fast anything is.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.benchmarks import BENCHMARKS
+from tests.integration.audit.conftest import PG_URL
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+# About a minute on a quiet 2-core machine (five real Ansible runs dominate); more under load.
+@pytest.mark.timeout(600)
+def test_quick_mode_runs_every_benchmark_and_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--database-url", PG_URL],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    text = out.read_text()
+    assert "did not finish" not in text, text
+    for benchmark in (
+        "round trips",
+        "engine overhead",
+        "decision latency",
+        "first response",
+        "Ansible overhead",
+        "scale of waiting",
+        "audit",
+        "durability drill",
+    ):
+        assert f"| {benchmark} |" in text, f"no {benchmark} row in:\n{text}"
+    for status in ("completed", "rolled_back", "rejected", "rejected_by_checks", "expired"):
+        assert f"| {status}: " in text
+    assert "bare Temporal workflow" in text and "plain `ansible-playbook" in text
+    assert len(BENCHMARKS) == 7
+
+
+def test_bad_size_is_refused_with_its_name() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--scale", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "--scale must be positive" in done.stderr
