@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from interlock.activities.ansible import playbooks_digest
 from temporalio import activity
 
+from interlock.activities.ansible import playbooks_digest
 from interlock.models import PlaybookResult, PlaybookRun, Stage, TaskResult
 from interlock.settings import Settings
 

@@ -15,12 +15,11 @@ import logging
 import time
 from pathlib import Path
 
-from interlock.worker.main import build_worker
-
 from bench.noop import NoopPlaybooks
 from interlock.models import PlaybookResult, PlaybookRun, Stage
 from interlock.settings import Settings
 from interlock.temporal import connect
+from interlock.worker.main import build_worker
 
 
 async def main(noop: bool, record: Path | None) -> None:

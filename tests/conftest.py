@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from interlock.worker.main import build_worker
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -24,6 +23,7 @@ from interlock.lab import Lab
 from interlock.policy import default_policy_text
 from interlock.settings import Settings
 from interlock.temporal import DATA_CONVERTER
+from interlock.worker.main import build_worker
 
 BIN = Path(sys.executable).parent
 

@@ -16,7 +16,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from interlock.workflows import patches
     from pydantic import ValidationError
 
     from interlock import gate
@@ -40,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from interlock.presentation import approval_details
     from interlock.search import SA_STATUS
+    from interlock.workflows import patches
 
 T = TypeVar("T")
 

@@ -10,13 +10,6 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from interlock.workflows.core import (
-        DUPLICATE_KEY_PATCH,
-        MAX_RECORDED_DUPLICATES,
-        WorkflowCore,
-    )
-    from interlock.workflows.stages import evidence_items
-
     from interlock import gate
     from interlock.audit.events import EventKind
     from interlock.contracts import Activity, Query, Signal, Update
@@ -37,6 +30,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from interlock.presentation import approval_details
     from interlock.signing import decode_claims
+    from interlock.workflows.core import (
+        DUPLICATE_KEY_PATCH,
+        MAX_RECORDED_DUPLICATES,
+        WorkflowCore,
+    )
+    from interlock.workflows.stages import evidence_items
 
 
 class DecisionHandlers(WorkflowCore):

@@ -17,13 +17,6 @@ from temporalio import workflow
 from temporalio.common import RawValue
 
 with workflow.unsafe.imports_passed_through():
-    from interlock.workflows.core import (
-        AUDIT_BATCH_PATCH,
-        REDERIVE_PATCH,
-        one_line,
-    )
-    from interlock.workflows.decisions import DecisionHandlers
-    from interlock.workflows.stages import ExecutionStages, evidence_items, playbook_task_queue
     from pydantic import ValidationError
 
     from interlock import gate
@@ -50,6 +43,13 @@ with workflow.unsafe.imports_passed_through():
     from interlock.presentation import approval_details
     from interlock.risk import score_risk
     from interlock.search import SA_RISK_TIER
+    from interlock.workflows.core import (
+        AUDIT_BATCH_PATCH,
+        REDERIVE_PATCH,
+        one_line,
+    )
+    from interlock.workflows.decisions import DecisionHandlers
+    from interlock.workflows.stages import ExecutionStages, evidence_items, playbook_task_queue
 
 
 @workflow.defn(name=Workflow.REMEDIATION)

@@ -10,9 +10,6 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from interlock.workflows import patches
-    from interlock.workflows.core import PLAYBOOK_QUEUE_PATCH, PLAYBOOK_RETRY, WorkflowCore
-
     from interlock import gate, rollout
     from interlock.audit.events import EventKind
     from interlock.contracts import Activity
@@ -35,6 +32,8 @@ with workflow.unsafe.imports_passed_through():
     from interlock.presentation import approval_details
     from interlock.risk import score_risk
     from interlock.search import SA_RISK_TIER
+    from interlock.workflows import patches
+    from interlock.workflows.core import PLAYBOOK_QUEUE_PATCH, PLAYBOOK_RETRY, WorkflowCore
 
 # Versioned: proposals started before these keep running (and replaying) as they did.
 # The plan hash binds each previewed task's host and the batches; risk sees the previewed hosts.

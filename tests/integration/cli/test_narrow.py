@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 import interlock.cli as cli
+import interlock.cli.proposals as cli_proposals
 from interlock.models import ProposalState
 
 STATE = Path(__file__).parents[2] / "unit" / "data" / "rollback_awaiting.json"
@@ -51,7 +52,7 @@ def test_list_at_80_columns_stacks_cells_and_keeps_values_whole() -> None:
 
 def test_show_at_80_columns_wraps_prose_and_keeps_commands_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     buffer = io.StringIO()
-    monkeypatch.setattr(cli, "out", Console(width=80, file=buffer, highlight=False, soft_wrap=True))
+    monkeypatch.setattr(cli_proposals, "out", Console(width=80, file=buffer, highlight=False, soft_wrap=True))
     state = ProposalState.model_validate_json(STATE.read_text())
     cli.render_state(state)
     lines = buffer.getvalue().splitlines()

@@ -1,0 +1,89 @@
+"""`interlock lab`: the local lab of real services to remediate."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from interlock.cli.common import JsonFlag, app, fail, out, print_json, settings
+
+lab_app = typer.Typer(help="The local lab: real services, releases and groups to remediate.")
+app.add_typer(lab_app, name="lab")
+
+
+def _lab() -> Any:
+    from interlock.lab import Lab
+
+    lab = Lab(settings().lab_dir)
+    if not lab.exists():
+        fail(f"no lab at {lab.root} (start one with `interlock up`)", 1)
+    return lab
+
+
+@lab_app.command("status")
+def lab_status(json_out: JsonFlag = False) -> None:
+    """Each service's port, version, pid and health, and each group's members."""
+    status = _lab().status()
+    if json_out:
+        print_json(status)
+        return
+    table = Table("service", "host", "port", "version", "pid", "healthy", "degraded")
+    for name, svc in status["services"].items():
+        # A fleet service: one row per host; a single process: one row.
+        for host, one in (svc.get("hosts") or {"-": svc}).items():
+            table.add_row(
+                name,
+                host,
+                str(one["port"]),
+                str(one["version"]),
+                str(one["pid"]),
+                "yes" if one["healthy"] else "NO",
+                "yes" if one.get("degraded") else "no",
+            )
+    out.print(table)
+    groups = Table("group", "members")
+    for name, members in status["groups"].items():
+        groups.add_row(name, ", ".join(members))
+    out.print(groups)
+
+
+@lab_app.command("reset")
+def lab_reset() -> None:
+    """Restore the lab's starting state (releases, groups, healthy services)."""
+    _lab().reset()
+    out.print("lab reset to its starting state")
+
+
+@lab_app.command("degrade")
+def lab_degrade(
+    service: str,
+    persistent: Annotated[
+        bool,
+        typer.Option(
+            "--persistent",
+            help="A failing dependency: errors survive a restart (its health check still "
+            "passes) until `interlock lab reset`.",
+        ),
+    ] = False,
+    host: Annotated[str | None, typer.Option("--host", help="Only this host of a fleet service.")] = None,
+    after_restart: Annotated[
+        bool,
+        typer.Option("--after-restart", help="Nothing now: the next restart comes up failing (once)."),
+    ] = False,
+) -> None:
+    """Make a service answer with errors until it is restarted or the lab is reset."""
+    try:
+        _lab().degrade(service, persistent=persistent, host=host, after_restart=after_restart)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    where = f"{service} on {host}" if host else service
+    if after_restart:
+        out.print(f"{where}: its next restart comes up failing its health check")
+    elif host:
+        out.print(f"{where} degraded: it now answers with errors")
+    elif persistent:
+        out.print(f"{service} degraded: a dependency fails; a restart will not clear its errors")
+    else:
+        out.print(f"{service} degraded: it now answers with errors")

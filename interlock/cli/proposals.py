@@ -1,0 +1,257 @@
+"""Proposals: submit, list and read them (`propose`, `example`, `list`, `show`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from interlock.cli.common import JsonFlag, UsageError, app, fail, out, print_json, run, settings
+from interlock.models import Channel, ProposalState
+from interlock.policy import PolicyError, load_policy
+from interlock.settings import Settings
+from interlock.untrusted import plain
+
+
+@app.command()
+def propose(
+    file: Annotated[str, typer.Argument(help="Proposal JSON file, or - for stdin.")],
+    json_out: JsonFlag = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Return once started, before the checks finish.")
+    ] = False,
+) -> None:
+    """Submit a proposal. Invalid proposals are refused (exit 2) before anything starts."""
+    from interlock.proposals import parse_proposal, submit, wait_until_settled
+    from interlock.temporal import connect
+
+    s = settings()
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}", 2)
+
+    async def body() -> None:
+        policy = load_policy(s.effective_policy_file)
+        proposal = parse_proposal(text, policy)
+        client = await connect(s)
+        sub = await submit(client, proposal, s.task_queue, policy, channel=Channel.CLI)
+        # A duplicate has no workflow of its own: what happens next is the open proposal's.
+        followed = sub.duplicate_of or sub.proposal_id
+        result: dict[str, Any] = {
+            "proposal_id": sub.proposal_id,
+            "status": "submitted",
+            "created": sub.created,
+            "duplicate_of": sub.duplicate_of,
+        }
+        if not no_wait:
+            state = await wait_until_settled(client, followed)
+            result |= {
+                "status": state.status.value,
+                "risk": state.risk.model_dump(mode="json") if state.risk else None,
+                "reasons": state.reasons,
+            }
+        if json_out:
+            print_json(result)
+            return
+        if sub.duplicate_of:
+            out.print(
+                f"{sub.proposal_id}  attached as a duplicate to open proposal {sub.duplicate_of} "
+                "(same problem: no second approval needed)"
+            )
+            out.print(f"{sub.duplicate_of}  {result['status']}")
+        else:
+            note = "" if sub.created else " (already submitted; same proposal)"
+            out.print(f"{result['proposal_id']}  {result['status']}{note}")
+        if result.get("risk"):
+            risk = result["risk"]
+            out.print(f"risk {risk['score']}/100 ({risk['tier']})")
+        for reason in result.get("reasons") or []:
+            out.print(Text(f"  - {plain(reason)}"))
+        if result["status"] == "awaiting_approval":
+            out.print(
+                f"next: interlock show {followed}   |   "
+                f'interlock approve {followed} --as alice --reason "..."'
+            )
+
+    run(body)
+
+
+@app.command()
+def example(
+    action: Annotated[
+        str, typer.Argument(help="restart_service, rollback_deployment or change_access")
+    ] = "restart_service",
+    proposal_id: Annotated[str, typer.Option("--id", help="proposal_id to use.")] = "prop-0001",
+    service: Annotated[str, typer.Option(help="Target service.")] = "checkout-api",
+    release: Annotated[str | None, typer.Option(help="Release for rollback_deployment.")] = None,
+) -> None:
+    """Print an example proposal with a fresh observed_at (pipe it to `interlock propose -`)."""
+    from interlock.examples import PARAMETERS, example_proposal
+
+    if action not in PARAMETERS:
+        fail(f"unknown action {action!r} (known: {', '.join(PARAMETERS)})", 2)
+    params = dict(PARAMETERS[action])
+    if release is not None:
+        params["release"] = release
+    print_json(example_proposal(action, proposal_id, service, params))
+
+
+@app.command(name="list")
+def list_(
+    status: Annotated[str | None, typer.Option(help="Only proposals with this status.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """List proposals (newest first)."""
+    from interlock.proposals import list_proposals
+    from interlock.temporal import connect
+
+    s = settings()
+
+    async def body() -> None:
+        client = await connect(s)
+        try:
+            rows = await list_proposals(client, status)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if json_out:
+            print_json(rows)
+            return
+        out.print(proposals_table(rows, out))
+
+    run(body)
+
+
+LIST_COLUMNS = ("proposal", "status", "action", "service", "risk", "recommender", "submitted")
+
+
+def proposals_table(rows: list[dict[str, Any]], console: Console) -> Table:
+    """The proposals as a wide table, or, where that does not fit the terminal, the same cells
+    stacked two to a column (an 80-column terminal shows every value whole)."""
+    from interlock.tables import natural_width, stacked
+
+    # Text cells: a string cell would be read as rich markup, and the service is the
+    # recommender's own words until the checks find it in the catalog.
+    cells = [
+        [
+            plain(value or "")
+            for value in (
+                r["proposal_id"],
+                r["status"],
+                r["action"],
+                r["service"],
+                r["risk_tier"],
+                r["recommender"],
+                (r["submitted_at"] or "")[:19].replace("T", " "),
+            )
+        ]
+        for r in rows
+    ]
+    wide = Table(*LIST_COLUMNS)
+    for row in cells:
+        wide.add_row(*(Text(c) for c in row))
+    if natural_width(console, wide) <= console.width:
+        return wide
+    # proposal | status / risk | action / service | submitted / recommender
+    return stacked(
+        [("proposal",), ("status", "risk"), ("action", "service"), ("submitted", "by")],
+        # to the minute: the seconds are in the wide table and in --json
+        [[(c[0],), (c[1], c[4]), (c[2], c[3]), (c[6][:16], c[5])] for c in cells],
+    )
+
+
+@app.command()
+def show(proposal_id: str, json_out: JsonFlag = False) -> None:
+    """Everything about one proposal: evidence, risk factors, preview, decisions, timeline."""
+    from interlock.proposals import get_state
+    from interlock.temporal import connect
+    from interlock.tracing import proposal_trace_ids
+
+    s = settings()
+
+    async def body() -> None:
+        client = await connect(s)
+        state = await get_state(client, proposal_id)
+        traces = await asyncio.to_thread(proposal_trace_ids, s, proposal_id)
+        if json_out:
+            print_json({**state.model_dump(mode="json"), "trace_ids": traces})
+        else:
+            render_state(state, s)
+            if traces:
+                out.print(f"\nTrace: {', '.join(traces)}  (interlock trace {proposal_id})", markup=False)
+
+    run(body)
+
+
+def governance_of(state: ProposalState, s: Settings) -> Any:
+    """The proposal's governance as the local policy file gives it, or None when that file is
+    not the policy version the proposal is governed by (then only what is missing is shown)."""
+    from datetime import UTC, datetime
+
+    from interlock.governance import Governance
+
+    if state.service is None or state.policy_version is None:
+        return None
+    try:
+        policy = load_policy(s.effective_policy_file)
+        if policy.version_id != state.policy_version:
+            return None
+        p = state.proposal
+        return Governance.from_policy(
+            policy, p.action, p.target.environment, state.service.canonical, p.recommender, datetime.now(UTC)
+        )
+    except (PolicyError, KeyError):
+        return None
+
+
+def render_state(state: ProposalState, s: Settings | None = None) -> None:
+    from interlock.presentation import approval_details
+
+    gov = governance_of(state, s) if s is not None else None
+    # Text objects: rich applies neither markup nor emoji codes to them, and approval_details
+    # has already removed every escape sequence from what came from outside.
+    in_code = False
+    for line in approval_details(state, markdown=False, gov=gov).splitlines():
+        # Prose wraps at word boundaries to the terminal's width; commands and code (a diff)
+        # stay whole, so they can be copied as they are.
+        if line.startswith("```"):
+            in_code = not in_code
+        whole = in_code or line.startswith(("```", "    interlock "))
+        out.print(Text(line), soft_wrap=whole)
+    if state.execution or state.verification or state.rollback:
+        out.print(Text("\n### Execution"))
+        for result in (
+            state.execution,
+            state.verification,
+            state.rollback,
+            state.rollback_verification,
+        ):
+            if result is None:
+                continue
+            out.print(
+                Text(
+                    plain(
+                        f"- {result.stage.value}: {result.playbook} {result.status} (rc {result.rc})"
+                        + (f": {result.error}" if result.error else "")
+                    )
+                )
+            )
+            for task in result.tasks:
+                host = f"{task.host}: " if task.host else ""
+                out.print(Text(plain(f"    {task.status:9} {host}{task.task}")))
+    if state.execution and state.execution.batches:
+        from interlock.presentation import batch_lines
+
+        out.print(Text("\n### Batches"))
+        for line in batch_lines(state.execution.batches, markdown=False):
+            out.print(Text(plain(line)))
+    out.print(Text("\n### Timeline"))
+    for entry in state.timeline:
+        note = f"  {entry.note}" if entry.note else ""
+        out.print(Text(plain(f"- {entry.at.isoformat(timespec='seconds')} {entry.status.value}{note}")))
