@@ -248,3 +248,90 @@ def test_carried_groups_come_from_the_roster_in_force() -> None:
     claims_security = record("alice", ["security", "payments"])
     kept, _, _ = gate.recheck_carried([claims_security], view(RiskTier.LOW), 0.8)
     assert kept[0].groups == ["sre"]
+
+
+# --- clocks, escalation, pauses, the decision window, duplicates, unresolved evidence ------------
+
+
+def test_t2_is_the_actions_timeout_else_the_tiers() -> None:
+    gov = governance()
+    assert gate.expire_after(gov, RiskTier.LOW, None) == gov.rules[RiskTier.LOW].expire_after
+    assert gate.expire_after(gov, RiskTier.LOW, 90.0) == timedelta(seconds=90)
+
+
+def test_escalation_goes_to_the_tiers_group_else_the_owners() -> None:
+    gov = governance()
+    assert gate.escalation_group(gov, RiskTier.LOW) == "payments"
+    gov.rules[RiskTier.HIGH] = gov.rules[RiskTier.HIGH].model_copy(update={"escalation_group": "security"})
+    assert gate.escalation_group(gov, RiskTier.HIGH) == "security"
+
+
+def test_a_pause_holds_what_its_scope_covers() -> None:
+    from interlock.models import Pause, PauseScope
+
+    pauses = [
+        Pause(scope=PauseScope(service="storefront"), reason="x", by="ops", at=NOW),
+        Pause(scope=PauseScope(action="restart_service"), reason="y", by="ops", at=NOW),
+    ]
+    held = gate.active_pauses(pauses, "restart_service", "triage-bot", "checkout-api")
+    assert [p.reason for p in held] == ["y"]
+    assert gate.active_pauses(pauses, "change_access", "triage-bot", "checkout-api") == []
+
+
+def test_decisions_are_taken_only_while_waiting() -> None:
+    from interlock.models import ProposalStatus
+
+    approve, reject = DecisionKind.APPROVE, DecisionKind.REJECT
+    assert gate.decision_window_refusal(approve, ProposalStatus.AWAITING_APPROVAL, False) is None
+    assert gate.decision_window_refusal(reject, ProposalStatus.PAUSED, False) is None
+    assert gate.decision_window_refusal(approve, ProposalStatus.PAUSED, False) == (
+        "proposal is paused, not awaiting_approval"
+    )
+    assert gate.decision_window_refusal(approve, None, False) == "proposal is starting, not awaiting_approval"
+    assert gate.decision_window_refusal(approve, ProposalStatus.AWAITING_APPROVAL, True) == (
+        "proposal is being cancelled"
+    )
+
+
+def test_a_duplicate_must_carry_the_owners_key() -> None:
+    from interlock.governance import Assessment
+
+    same = Assessment(ok=True, reasons=[], policy_version="v", dedup_key="k")
+    assert gate.duplicate_refusal("k", same) is None
+    assert "dedup key" in (gate.duplicate_refusal("k", same.model_copy(update={"dedup_key": "other"})) or "")
+    assert "dedup key" in (gate.duplicate_refusal(None, same) or "")
+    scoped = same.model_copy(update={"security_violation": True})
+    assert gate.duplicate_refusal("k", scoped) == "duplicate refused: security violation"
+
+
+def test_evidence_that_still_holds_or_cannot_be_read_is_unresolved() -> None:
+    from interlock.models import EvidenceCheck, EvidenceReport
+
+    def item(ref: str, *, fetched: bool, supports: bool) -> EvidenceCheck:
+        return EvidenceCheck(
+            source="am", ref=ref, ok=False, reason=f"{ref} says so", fetched=fetched, supports=supports
+        )
+
+    report = EvidenceReport(
+        ok=False,
+        checked_at=NOW,
+        items=[
+            item("cleared", fetched=True, supports=False),
+            item("firing", fetched=True, supports=True),
+            item("silenced", fetched=False, supports=False),
+        ],
+    )
+    assert gate.not_cleared(report, 120) == [
+        "not resolved within 120s: am firing: firing says so",
+        "not resolved within 120s: am silenced: could not re-read: silenced says so",
+    ]
+
+
+def test_audit_ids_and_headlines_are_stable() -> None:
+    assert gate.audit_event_id("p-1", "run-9", 3, "final") == "p-1/run-9/3/final"
+    assert gate.headline("restart_service", "checkout-api", "lab", "triage-bot", RiskTier.LOW) == (
+        "restart_service on checkout-api (lab, low risk) from triage-bot"
+    )
+    assert gate.headline("restart_service", "checkout-api", "lab", "triage-bot", None) == (
+        "restart_service on checkout-api (lab) from triage-bot"
+    )
