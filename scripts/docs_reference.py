@@ -11,10 +11,9 @@ from __future__ import annotations
 import ast
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-from datetime import timedelta
 
 from pydantic import AliasChoices, BaseModel, TypeAdapter
 from pydantic_settings import BaseSettings

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scripts.docs_reference import main as docs_reference, pages
+from scripts.docs_reference import main as docs_reference
+from scripts.docs_reference import pages
 from scripts.mkdocs_hooks import _existing
 
 ROOT = Path(__file__).resolve().parents[2]
