@@ -17,6 +17,7 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from interlock import search
+from interlock.dedup import claims_namespace
 from interlock.keys import ensure_dev_keys
 from interlock.lab import Lab
 from interlock.policy import default_policy_text
@@ -70,6 +71,7 @@ async def ui_env() -> AsyncIterator[tuple[WorkflowEnvironment, str]]:
         dev_server_log_level="error",
         ui=True,
         ui_port=ui_port,
+        dev_server_extra_args=["--namespace", claims_namespace("default")],
     ) as env:
         yield env, f"http://127.0.0.1:{ui_port}"
 
