@@ -6,6 +6,8 @@ server lets only one start succeed, so concurrent submissions cannot both start 
 whatever visibility (eventually consistent) would have shown. The loser sends the winner an
 `add_duplicate` signal instead. A claim whose proposal is final, or never started, is taken
 over by compare-and-swap: terminate that claim run (and only that run), then claim again.
+Claims live in a namespace of their own (`<namespace>-dedup`), so the Web UI's default list
+shows proposals only; no worker serves it (a claim ends by its execution timeout).
 """
 
 from __future__ import annotations
@@ -46,6 +48,23 @@ class DedupUnsettled(RuntimeError):
     """The key kept changing hands for longer than a claim can take (should not happen)."""
 
 
+def claims_namespace(namespace: str) -> str:
+    """The default namespace of the claims: beside the proposals', out of their list."""
+    return f"{namespace}-dedup"
+
+
+# Claims namespaces found missing: warned about once, then the proposals' namespace is used.
+_missing_namespaces: set[str] = set()
+
+
+def claims_client(client: Client, namespace: str | None = None) -> Client:
+    """A client for the claims namespace, on the same connection as `client`."""
+    name = namespace or claims_namespace(client.namespace)
+    if name == client.namespace or name in _missing_namespaces:
+        return client
+    return Client(client.service_client, namespace=name, data_converter=client.data_converter)
+
+
 def claim_id(task_queue: str, key: str) -> str:
     """The claim workflow's id. Scoped by task queue: two installations sharing a namespace
     (or two test runs) never attach to each other's proposals."""
@@ -54,34 +73,58 @@ def claim_id(task_queue: str, key: str) -> str:
 
 
 async def claim_or_attach(
-    client: Client, proposal: Proposal, key: str, task_queue: str, policy: Policy
+    client: Client,
+    proposal: Proposal,
+    key: str,
+    task_queue: str,
+    policy: Policy,
+    namespace: str | None = None,
 ) -> str | None:
     """None when this proposal owns the key (start its workflow); else the open proposal's id
-    it was attached to as a duplicate."""
+    it was attached to as a duplicate. `namespace`: where claims live (default
+    `<client's namespace>-dedup`)."""
     me = proposal.proposal_id
     window = policy.dedup.window
     cid = claim_id(task_queue, key)
+    claims = claims_client(client, namespace)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_GRACE.total_seconds() + 15
     while loop.time() < deadline:
         try:
-            await client.start_workflow(
+            await claims.start_workflow(
                 CLAIM_WORKFLOW,
                 DedupClaim(key=key, owner=me, window=window),
                 id=cid,
                 task_queue=task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                execution_timeout=window + _CLAIM_TIMEOUT_MARGIN,
+                # In its own namespace no worker runs the claim: the timeout ends it, on time.
+                # Beside the proposals a worker sleeps it out; the margin covers a missing one.
+                execution_timeout=window if claims is not client else window + _CLAIM_TIMEOUT_MARGIN,
                 memo={"owner": me, "key": key},
                 static_summary=f"dedup key held by {me}: {key}",
             )
-            log.info("proposal %s claims dedup key %s", me, key)
+            log.info("proposal %s claims dedup key %s in %s", me, key, claims.namespace)
             return None
         except WorkflowAlreadyStartedError:
             pass
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND or claims is client:
+                raise
+            # NOT_FOUND on a start: the claims namespace does not exist. Claims still work
+            # beside the proposals (they only clutter the Web UI's list).
+            log.warning(
+                "namespace %s for dedup claims does not exist (create it: temporal operator "
+                "namespace create -n %s); claiming in %s instead",
+                claims.namespace,
+                claims.namespace,
+                client.namespace,
+            )
+            _missing_namespaces.add(claims.namespace)
+            claims = client
+            continue
         try:
-            claim = await client.get_workflow_handle(cid).describe()
+            claim = await claims.get_workflow_handle(cid).describe()
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
@@ -102,7 +145,7 @@ async def claim_or_attach(
             continue
         log.info("dedup key %s: holder %s is final or abandoned; %s takes it over", key, owner, me)
         try:
-            await client.get_workflow_handle(cid, run_id=claim.run_id).terminate(
+            await claims.get_workflow_handle(cid, run_id=claim.run_id).terminate(
                 reason=f"{owner} is final or was never started; {me} takes the key over"
             )
         except RPCError as exc:

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         validation_alias=_env("TEMPORAL_NAMESPACE"),
         description="Temporal namespace.",
     )
+    dedup_namespace: str | None = Field(
+        None,
+        min_length=1,
+        validation_alias=_env("INTERLOCK_DEDUP_NAMESPACE"),
+        description="Namespace of the dedup claims, kept out of the proposals' list (default: "
+        "<namespace>-dedup; missing: claims go in the proposals' namespace, with a warning).",
+    )
     temporal_tls_cert: Path | None = Field(
         None,
         validation_alias=_env("TEMPORAL_TLS_CERT"),
@@ -355,6 +362,10 @@ class Settings(BaseSettings):
     @property
     def lab_dir(self) -> Path:
         return (self.lab_root or self.home_dir / "lab").expanduser().resolve()
+
+    @property
+    def claims_namespace(self) -> str:
+        return self.dedup_namespace or f"{self.temporal_namespace}-dedup"
 
     @property
     def effective_policy_file(self) -> Path | None:

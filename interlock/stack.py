@@ -15,6 +15,7 @@ from rich.console import Console
 
 from interlock import search
 from interlock.api.settings import ApiSettings
+from interlock.dedup import claims_namespace
 from interlock.keys import ensure_dev_keys
 from interlock.policy import default_policy_text
 from interlock.settings import Settings
@@ -57,7 +58,9 @@ def proposals_url(ui: str, namespace: str) -> str:
     return f"{ui}/namespaces/{namespace}/workflows?query=WorkflowType%3D%22RemediationWorkflow%22"
 
 
-def dev_server_command(home: Path, port: int, ui_port: int) -> list[str]:
+def dev_server_command(
+    home: Path, port: int, ui_port: int, namespace: str = "default", claims: str | None = None
+) -> list[str]:
     cmd = [
         temporal_binary(),
         "server",
@@ -72,7 +75,12 @@ def dev_server_command(home: Path, port: int, ui_port: int) -> list[str]:
         str(home / "temporal.db"),
         "--log-level",
         "warn",
+        # Dedup claims live in a namespace of their own, out of the proposals' list.
+        "--namespace",
+        claims or claims_namespace(namespace),
     ]
+    if namespace != "default":
+        cmd += ["--namespace", namespace]
     for key in search.ALL:
         cmd += ["--search-attribute", f"{key.name}=Keyword"]
     return cmd
@@ -155,7 +163,9 @@ async def run_stack(
         if not external:
             with (home / "temporal.log").open("ab") as server_log:
                 server = subprocess.Popen(
-                    dev_server_command(home, port, ui_port),
+                    dev_server_command(
+                        home, port, ui_port, settings.temporal_namespace, settings.claims_namespace
+                    ),
                     stdout=server_log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,

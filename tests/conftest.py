@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from interlock import search
+from interlock.dedup import claims_namespace
 from interlock.keys import ensure_dev_keys
 from interlock.lab import Lab
 from interlock.policy import default_policy_text
@@ -45,6 +46,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=search.ALL,
         data_converter=DATA_CONVERTER,
         dev_server_log_level="error",
+        dev_server_extra_args=["--namespace", claims_namespace("default")],
     ) as env:
         yield env
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 from temporalio.client import Client
 
 from interlock.contracts import Signal, Workflow
-from interlock.dedup import claim_id
+from interlock.dedup import claim_id, claims_client
 from interlock.lab import Lab
 from interlock.models import AttachDuplicate, DedupClaim, ProposalStatus
 from interlock.policy import load_policy
@@ -54,7 +54,7 @@ async def test_a_claim_pointed_at_an_unrelated_proposal_is_taken_over(
     key = policy.dedup.key_of(newcomer, "checkout-api")
     assert key is not None
     # The forged claim: the newcomer's key, "held" by the victim's open proposal.
-    await client.start_workflow(
+    await claims_client(client).start_workflow(
         Workflow.DEDUP_CLAIM,
         DedupClaim(key=key, owner=victim.proposal_id, window=timedelta(minutes=5)),
         id=claim_id(worker, key),
