@@ -97,6 +97,7 @@ async def submit(
     *,
     search_attributes: bool = True,
     channel: Channel | None = None,
+    claims_namespace: str | None = None,
 ) -> Submission:
     """Start the proposal's workflow, return the existing one for the same proposal_id, or
     attach the proposal to an open one for the same problem (policy `dedup`).
@@ -108,7 +109,8 @@ async def submit(
     service = policy.canonical_service(proposal.target.service) or proposal.target.service
     key = policy.dedup.key_of(proposal, service)
     if key is not None:
-        owner = await claim_or_attach(client, proposal, key, task_queue, policy)
+        # Claims live in a namespace of their own (INTERLOCK_DEDUP_NAMESPACE): no clutter in the list.
+        owner = await claim_or_attach(client, proposal, key, task_queue, policy, claims_namespace)
         if owner is not None:
             return Submission(proposal.proposal_id, owner, False, None, duplicate_of=owner)
     attributes = TypedSearchAttributes(

@@ -24,9 +24,13 @@ _ESCAPE_SEQUENCE = re.compile(
 _CONTROL_CHAR = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # Line breaks other than \n that a renderer may honour: each becomes a \n (a line we quote).
 _LINE_BREAK = re.compile("\r\n|[\r\u0085\u2028\u2029]")
-# CommonMark lets any ASCII punctuation be backslash-escaped, and an escaped one is always
-# literal: no emphasis, link, image, heading, list, table, fence, HTML or entity can start.
-_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# What could start Markdown (emphasis, link, image, heading, list, code, autolink) is
+# backslash-escaped: the original Markdown set plus `:` and `/`, the escapes every renderer honours
+# (Web UI 2.54's shows an escaped `%`, `,`, `;` or `'` with its backslash, so those stay as they
+# are: they start nothing). HTML, table, strikethrough and setext-heading characters become
+# entities.
+_MARKDOWN_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "&#124;", "~": "&#126;", "=": "&#61;"}
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!:/&<>|~=]")
 _SLACK_MENTION = re.compile(r"@(?=\w)")
 
 
@@ -52,7 +56,12 @@ def lines_of(text: str) -> list[str]:
 
 def markdown_text(text: str) -> str:
     """One line of literal text inside Interlock's own Markdown: nothing in it takes effect."""
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", plain(text).strip())
+    return _MARKDOWN_SPECIAL.sub(_markdown_escape, plain(text).strip())
+
+
+def _markdown_escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _MARKDOWN_ENTITIES.get(char) or "\\" + char
 
 
 def markdown_code(text: str) -> str:

@@ -219,7 +219,14 @@ class Intake:
 
         client = await self.client()
         try:
-            submission = await submit(client, proposal, self.settings.task_queue, policy, channel=channel)
+            submission = await submit(
+                client,
+                proposal,
+                self.settings.task_queue,
+                policy,
+                channel=channel,
+                claims_namespace=self.settings.claims_namespace,
+            )
             if submission.duplicate_of is not None:
                 status = await self._status_of(client, submission.duplicate_of)
             elif submission.created:

@@ -41,7 +41,9 @@ def propose(
         policy = load_policy(s.effective_policy_file)
         proposal = parse_proposal(text, policy)
         client = await connect(s)
-        sub = await submit(client, proposal, s.task_queue, policy, channel=Channel.CLI)
+        sub = await submit(
+            client, proposal, s.task_queue, policy, channel=Channel.CLI, claims_namespace=s.claims_namespace
+        )
         # A duplicate has no workflow of its own: what happens next is the open proposal's.
         followed = sub.duplicate_of or sub.proposal_id
         result: dict[str, Any] = {
