@@ -17,6 +17,7 @@ from rich.table import Table
 
 from interlock.audit.cli import JsonFlag, _cells, _ratio, _seconds, opened_store, parse_duration
 from interlock.console import fail, print_json
+from interlock.tables import natural_width, transposed
 
 if TYPE_CHECKING:
     from interlock.audit.store import AuditStore
@@ -176,12 +177,11 @@ def scorecard_command(
     if not card["pairs"]:
         out.print("no proposals" + (f" since {cutoff.isoformat()}" if cutoff else ""), markup=False)
         return
-    table = Table(title="scorecard" + (f", proposals since {cutoff:%Y-%m-%d %H:%M} UTC" if cutoff else ""))
+    title = "scorecard" + (f", proposals since {cutoff:%Y-%m-%d %H:%M} UTC" if cutoff else "")
     headers = ["recommender", "model", "action", "proposals", "refused", "approved", "rejected (override)"]
     headers += ["rolled back", "unresolved", "false rec.", "MTTR", "1st response", "escalated", "exceptions"]
     headers += ["shadow: clean", "shadow: person acted", "mode", "still needs"]
-    for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i < 3 or i >= 16 else "right", overflow="fold")
+    rows: list[list[str]] = []
     for c in card["pairs"]:
         standing = c["standings"][0] if c["standings"] else None
         mode = (
@@ -190,8 +190,8 @@ def scorecard_command(
         needs = "; ".join(standing["needs"]) if standing else ""
         if standing and standing["would"]:
             needs = f"at next final: {standing['would']}"
-        table.add_row(
-            *_cells(
+        rows.append(
+            [
                 c["recommender"] or "",
                 c["model_version"] or "",
                 c["action"] or "",
@@ -210,9 +210,20 @@ def scorecard_command(
                 _ratio(c["shadow_human_acted_share"]),
                 mode,
                 needs,
-            )
+            ]
         )
-    out.print(table)
+    table = Table(title=title)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i < 3 or i >= 16 else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*_cells(*row))
+    if natural_width(out, table) > out.width:
+        # Narrow terminal: one column per recommender x model x action, one row per figure.
+        labels = [[" ".join(r[:3]), *r[3:]] for r in rows]
+        for part in transposed(title, ["figure", *headers[3:]], labels, out.width):
+            out.print(part)
+    else:
+        out.print(table)
     if card["baseline"]:
         b = card["baseline"]
         out.print(
