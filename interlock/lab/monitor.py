@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 from urllib.parse import parse_qs, quote, urlsplit
 
 from interlock.lab._http import LabHTTPServer, request_json
@@ -302,8 +302,8 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(payload)
 
         def _base_url(self) -> str:
-            assert isinstance(self.server, LabHTTPServer)
-            return f"http://127.0.0.1:{self.server.server_port}"
+            address = cast(tuple[str, int], self.server.server_address)
+            return f"http://127.0.0.1:{address[1]}"
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)

@@ -88,7 +88,7 @@ async def test_unconfirmed_evidence_is_rejected_by_checks_and_asks_no_one(
     out, err = await asyncio.wait_for(cli.communicate(), 60)
     assert cli.returncode == 0, err.decode()
     shown = out.decode()
-    assert "- unconfirmed: lab-monitor `unhealthy`" in shown
+    assert "- **unconfirmed**: lab-monitor `unhealthy`" in shown
     assert "source said: checkout-api is healthy (HTTP 200, status 'ok')" in shown
     assert "source said: no active alert HighErrorRate for checkout-api" in shown
 
