@@ -6,6 +6,7 @@ can be SIGKILLed and started again on the same port with the same `--db-filename
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -107,8 +108,17 @@ class DevServer:
                 self.kill()
         self.proc = None
 
-    async def client(self) -> Client:
-        return await Client.connect(self.address, data_converter=DATA_CONVERTER)
+    async def client(self, timeout: float = 60.0) -> Client:
+        """A client once the frontend answers: a listening port can still say "Frontend is not
+        healthy yet" for a few seconds on a busy machine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await Client.connect(self.address, data_converter=DATA_CONVERTER)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
 
 
 def make_settings(home: Path, lab_root: Path, address: str, **overrides: object) -> Settings:
