@@ -79,6 +79,8 @@ async def test_unanswered_proposal_escalates_at_t1_and_expires_at_t2(
             task_queue,
             load_policy(s.effective_policy_file),
             search_attributes=False,
+            # The time-skipping test server has one namespace: claims stay in it.
+            claims_namespace=client.namespace,
         )
         state = await wait_until_settled(client, proposal.proposal_id, timeout=120)
         assert state.status is ProposalStatus.AWAITING_APPROVAL and not state.escalated

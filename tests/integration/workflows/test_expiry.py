@@ -41,6 +41,8 @@ async def test_unanswered_proposal_expires_after_24h_and_changes_nothing(
             task_queue,
             load_policy(settings.effective_policy_file),
             search_attributes=False,
+            # The time-skipping test server has one namespace: claims stay in it.
+            claims_namespace=client.namespace,
         )
         state = await wait_until_settled(client, proposal.proposal_id, timeout=120)
         assert state.status is ProposalStatus.AWAITING_APPROVAL
