@@ -18,6 +18,8 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, TypeAdapter
 from pydantic_settings import BaseSettings
 
+from interlock.settings import BUILTIN_PLAYBOOKS
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PACKAGES = ("interlock", "workflows", "activities", "worker")
@@ -150,6 +152,9 @@ def _settings_table(model: type[BaseSettings]) -> list[str]:
             default = "required"
         else:
             default = "unset" if field.default is None else f"`{field.default}`"
+            if field.default == BUILTIN_PLAYBOOKS:
+                # An absolute path of this checkout: the same everywhere only by its name.
+                default = "the built-in playbooks (package `interlock.playbooks`)"
         kind = getattr(field.annotation, "__name__", None) or str(field.annotation)
         kind = kind.replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
         rows.append(
