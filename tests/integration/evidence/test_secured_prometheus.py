@@ -1,11 +1,14 @@
-"""A real Prometheus behind `--web.config.file`: TLS from a private CA and bcrypt basic auth.
+"""A real Prometheus behind `--web.config.file`: TLS from a private CA and bcrypt basic auth,
+and behind a bearer-token gateway (a test double: Prometheus itself has no bearer tokens).
 The right CA and password confirm; a wrong password shows Prometheus' refusal; a CA the
 client does not trust is a certificate error, asked once and not retried."""
 
 from __future__ import annotations
 
 import ssl
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +96,79 @@ async def test_an_untrusted_certificate_is_not_retried(
     with httpx.Client(verify=ssl.create_default_context(cafile=str(secured.ca_file))) as plain:
         # Not a fluke of the server: with the CA and without credentials it answers 401.
         assert plain.get(f"{secured.url}/api/v1/query", params={"query": "up"}).status_code == 401
+
+
+class AuthGateway:
+    """TEST DOUBLE for the bearer-token gateway a team puts in front of Prometheus (oauth2-proxy,
+    Mimir's gateway): Prometheus' own web config has no bearer tokens, so this stands in for
+    that one piece. It checks `Authorization: Bearer` and the tenant header, then forwards the
+    request to the real secured Prometheus (private CA, basic auth) and relays its answer."""
+
+    TOKEN = "tok-gateway-4f1d"  # noqa: S105 - a test secret
+
+    def __init__(self, upstream: SecuredPrometheus) -> None:
+        self.seen_tenants: list[str | None] = []
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                gateway.seen_tenants.append(self.headers.get("X-Scope-OrgID"))
+                if self.headers.get("Authorization") != f"Bearer {gateway.TOKEN}":
+                    self._reply(401, b"gateway: invalid bearer token\n", "text/plain")
+                    return
+                trust = ssl.create_default_context(cafile=str(upstream.ca_file))
+                with httpx.Client(verify=trust, auth=(USER, PASSWORD)) as client:
+                    answer = client.get(upstream.url + self.path, timeout=5)
+                self._reply(answer.status_code, answer.content, answer.headers["content-type"])
+
+            def _reply(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def gateway(secured: SecuredPrometheus) -> Iterator[AuthGateway]:
+    found = AuthGateway(secured)
+    yield found
+    found.close()
+
+
+async def test_a_bearer_token_and_tenant_reach_prometheus_through_its_gateway(
+    gateway: AuthGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = SourceSpec.model_validate(
+        {
+            "kind": "prometheus",
+            "url": gateway.url,
+            "bearer_token": {"env": "TEST_GATEWAY_TOKEN"},
+            "tenant": "team-a",
+            "checks": {"high_error_ratio": {"query": 'error_ratio{service="$service"}', "above": 0.05}},
+        }
+    )
+    monkeypatch.setenv("TEST_GATEWAY_TOKEN", AuthGateway.TOKEN)
+    found = await ask(source)
+    # The real Prometheus answered through the gateway: its sample, not the gateway's words.
+    assert found.fetched and not found.supports, found.reason
+    assert found.reason == 'error_ratio{service="inventory-api"} is 0 for inventory-api, not > 0.05'
+    assert gateway.seen_tenants[-1] == "team-a"
+
+    monkeypatch.setenv("TEST_GATEWAY_TOKEN", "not-" + AuthGateway.TOKEN)
+    refused = await ask(source)
+    assert not refused.fetched and "(HTTP 401)" in refused.reason, refused.reason
+    assert "invalid bearer token" in refused.reason, refused.reason
+    for record in (found, refused):
+        assert AuthGateway.TOKEN not in record.model_dump_json()
