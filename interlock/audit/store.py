@@ -190,6 +190,90 @@ class VerifyReport(BaseModel):
     unanchored_rows: int = 0
 
 
+class _Pending:
+    """One caller's events waiting in a GroupCommit, and what became of them."""
+
+    def __init__(self, events: list[AuditEventIn]) -> None:
+        self.events = events
+        self.ready = threading.Event()
+        self.lead = False  # handed the next group to write
+        self.results: list[AppendResult] = []
+        self.error: BaseException | None = None
+
+    def outcome(self) -> list[AppendResult]:
+        if self.error is not None:
+            raise self.error
+        return self.results
+
+
+class GroupCommit:
+    """Concurrent appends of one process written in one transaction (group commit).
+
+    The chain is one sequence, so appends are serialised by the store's write lock anyway;
+    rather than queue for it one by one (a commit, a checkpoint signature and a head write
+    each), callers arriving while a transaction is in flight wait, and the next transaction
+    writes all of them: each call's events together and in order. A caller is never delayed to
+    gather a bigger group. If a group's transaction fails, each call in it is retried on its
+    own, so one caller's conflicting event or oversized row fails that call only, and every
+    call stays all or none.
+    """
+
+    def __init__(self, write: Callable[[list[AuditEventIn]], list[AppendResult]]) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._busy = False
+        self.groups = 0  # transactions written, for the bench and tests
+        self.grouped_calls = 0  # calls that shared a transaction with another
+
+    def append(self, events: list[AuditEventIn]) -> list[AppendResult]:
+        mine = _Pending(events)
+        with self._lock:
+            self._queue.append(mine)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            mine.ready.wait()
+            if not mine.lead:
+                return mine.outcome()
+        with self._lock:
+            group, self._queue = self._queue, []
+        try:
+            self._commit(group)
+        finally:
+            with self._lock:
+                if self._queue:
+                    nxt = self._queue[0]
+                    nxt.lead = True
+                    nxt.ready.set()
+                else:
+                    self._busy = False
+            for pending in group:
+                if pending is not mine:
+                    pending.ready.set()
+        return mine.outcome()
+
+    def _commit(self, group: list[_Pending]) -> None:
+        self.groups += 1
+        if len(group) > 1:
+            self.grouped_calls += len(group)
+            try:
+                results = self._write([e for p in group for e in p.events])
+            except Exception:  # noqa: BLE001 - each call is tried again on its own below
+                pass
+            else:
+                start = 0
+                for pending in group:
+                    pending.results = results[start : start + len(pending.events)]
+                    start += len(pending.events)
+                return
+        for pending in group:
+            try:
+                pending.results = self._write(pending.events)
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's own thread
+                pending.error = exc
+
+
 class AuditStoreError(Exception):
     """The audit store cannot be opened, read or written."""
 
@@ -277,6 +361,7 @@ class AuditStore:
             trusted = TrustedKeys([signer.public_key])
         self.trusted = trusted or TrustedKeys([])
         self._head_lock = threading.Lock()
+        self._group = GroupCommit(self._append_now)
         self._closed = False
 
         @event.listens_for(self.engine, "checkin")
@@ -339,9 +424,14 @@ class AuditStore:
 
         An event_id already recorded with the same content is not written again (a retry); with
         different content it is refused (EventIdConflict) and none of the events is written.
+        Concurrent calls in this process are group-committed (see GroupCommit): each call's
+        events stay together and in order, and each call still succeeds or fails on its own.
         """
         if not events:
             return []
+        return self._group.append(events)
+
+    def _append_now(self, events: list[AuditEventIn]) -> list[AppendResult]:
         wanted = [(item, event_record(item), canonical_event(item)) for item in events]
         ids = [item.event_id for item in events]
         if len(set(ids)) != len(ids):

@@ -6,9 +6,10 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
-from interlock.audit.store import AuditStore
+from interlock.audit.store import AuditStore, EventIdConflict
 from tests.integration.audit.conftest import Backend
 from tests.integration.audit.sample import event
 from tests.integration.audit.writer import append_all
@@ -86,3 +87,55 @@ def test_concurrent_retries_record_an_event_once(store: AuditStore, backend: Bac
     assert sum(not r.duplicate for r in results) == 1
     assert {(r.seq, r.hash) for r in results} == {(1, results[0].hash)}
     assert_one_unforked_chain(store, backend, 1)
+
+
+def test_concurrent_calls_share_a_transaction_and_fail_alone(store: AuditStore, backend: Backend) -> None:
+    """Calls arriving while a transaction is in flight are written by the next one together,
+    each call's events contiguous and in order; a call whose event conflicts fails alone."""
+    store.append(event("p-conflict", "submitted"))
+    group = store._group
+    write = group._write
+    first = threading.Event()
+
+    def held(events: list) -> list:  # type: ignore[type-arg]
+        # The first transaction waits until five more calls are queued behind it.
+        if not first.is_set():
+            first.set()
+            deadline = time.monotonic() + 10
+            while len(group._queue) < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return write(events)
+
+    group._write = held
+    outcomes: dict[str, object] = {}
+
+    def call(name: str, events: list) -> None:  # type: ignore[type-arg]
+        try:
+            outcomes[name] = store.append_many(events)
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertions
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=call, args=("lead", [event("p-lead", "submitted")]))]
+    threads[0].start()
+    assert first.wait(10)
+    for n in range(4):
+        threads.append(
+            threading.Thread(
+                target=call, args=(f"c{n}", [event(f"p{n}", "submitted", n=i) for i in range(1, 4)])
+            )
+        )
+    # Same event id as the stored one, other content: refused, and only this call.
+    threads.append(threading.Thread(target=call, args=("bad", [event("p-conflict", "submitted", seconds=5)])))
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+
+    assert isinstance(outcomes["bad"], EventIdConflict), outcomes["bad"]
+    for n in range(4):
+        results = outcomes[f"c{n}"]
+        assert isinstance(results, list) and [r.duplicate for r in results] == [False] * 3
+        seqs = [r.seq for r in results]
+        assert seqs == list(range(seqs[0], seqs[0] + 3)), seqs  # together, in order
+    assert group.grouped_calls >= 5  # the five queued calls were offered one transaction
+    assert_one_unforked_chain(store, backend, 1 + 1 + 12)
