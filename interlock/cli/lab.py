@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -87,3 +89,52 @@ def lab_degrade(
         out.print(f"{service} degraded: a dependency fails; a restart will not clear its errors")
     else:
         out.print(f"{service} degraded: it now answers with errors")
+
+
+@lab_app.command("ssh")
+def lab_ssh(
+    folder: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where the key, known_hosts and inventory go (default: <state>/lab-ssh)."),
+    ] = None,
+) -> None:
+    """Serve the lab's hosts over real SSH until Ctrl-C: one key-only sshd per host on 127.0.0.1
+    (Debian's openssh-server), with a client key, a known_hosts file and an inventory, so your
+    own playbooks can reach web-1..3 and the inventory-api hosts as a real fleet."""
+    import signal
+    import threading
+
+    from interlock.lab import Lab
+    from interlock.lab.ssh import SshFleet, SshUnavailable
+
+    root = (folder or settings().home_dir / "lab-ssh").expanduser().resolve()
+    if root.exists() and any(root.iterdir()):
+        if not (root / "hosts.yml").exists():
+            fail(f"{root} exists and is not a lab-ssh folder: give another --dir", 2)
+        shutil.rmtree(root)  # a previous run's keys and configs: every run gets fresh ones
+    try:
+        fleet = SshFleet.start(root, Lab.fleet())
+    except SshUnavailable as exc:
+        fail(str(exc), 1)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        out.print("The lab's hosts over SSH (key-only, host keys in known_hosts):", markup=False)
+        for service, hosts in fleet.groups.items():
+            where = ", ".join(f"{h} 127.0.0.1:{fleet.ports[h]}" for h in hosts)
+            out.print(f"  {service:<14}{where}", markup=False)
+        out.print(
+            f"  inventory     {fleet.inventory_file}  (your playbooks' inventory/hosts.yml)\n"
+            "Point the worker at them, then run `interlock up` with your INTERLOCK_POLICY and\n"
+            "INTERLOCK_PLAYBOOKS:\n"
+            f"  export INTERLOCK_SSH_KEY_FILE={fleet.key_file}\n"
+            f"  export INTERLOCK_SSH_KNOWN_HOSTS={fleet.known_hosts}\n"
+            "Ctrl-C stops them.",
+            markup=False,
+            soft_wrap=True,
+        )
+        stop.wait()
+    finally:
+        fleet.stop()
+        out.print("SSH hosts stopped.", markup=False)
