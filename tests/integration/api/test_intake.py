@@ -518,13 +518,15 @@ async def test_api_command_serves_until_sigterm_then_drains(tmp_path: Path) -> N
     )
     try:
         async with httpx.AsyncClient(timeout=5) as http:
-            for _ in range(200):
+            # Generous: on a loaded machine importing the MCP SDK alone takes many seconds.
+            deadline = time.monotonic() + 90
+            while True:
                 with contextlib.suppress(httpx.TransportError):
                     if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
                         break
+                if time.monotonic() > deadline or proc.returncode is not None:
+                    pytest.fail("`api` did not start")
                 await asyncio.sleep(0.05)
-            else:
-                pytest.fail("`api` did not start")
         proc.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(proc.communicate(), 30)
     finally:
