@@ -296,7 +296,8 @@ def still_needed(
         groups.append(rule.require_group)
     if frozen and gov.emergency_group not in approved_groups:
         groups.append(gov.emergency_group)
-    candidates = tuple(
+    remaining = max(0, rule.approvals - len(approvers))
+    eligible = [
         Candidate(
             name=name,
             groups=tuple(entry.groups),
@@ -304,10 +305,16 @@ def still_needed(
         )
         for name, entry in sorted(gov.roster.items())
         if name not in decided and name != recommender and gov.may_decide(name, tier, frozen) is None
-    )
+    ]
+    # When every approval still needed must bring a missing group, someone outside those groups
+    # cannot help: with one approval left, only who brings every missing group is named.
+    if groups and remaining <= len(groups):
+        need = len(groups) if remaining <= 1 else 1
+        eligible = [c for c in eligible if len(c.fills) >= need]
+    candidates = tuple(eligible)
     _, missing = quorum(decisions, gov, tier, frozen)
     return StillNeeded(
-        approvals=max(0, rule.approvals - len(approvers)),
+        approvals=remaining,
         groups=tuple(groups),
         missing=missing,
         candidates=candidates,

@@ -146,3 +146,23 @@ def test_static_details_say_the_checks_are_running() -> None:
     html = _render(static_details(state.proposal, "checkout-api"))
     assert "<h2>rollback_deployment on checkout-api (lab)</h2>" in html
     assert "User Metadata" in html
+
+
+def test_with_one_approval_left_only_the_owning_group_is_named(gov: Governance) -> None:
+    """High risk after alice (sre) approved: the last approval must come from payments, so
+    carol and erin, who may approve high risk but are not in payments, are not offered."""
+    alice = DecisionRecord(
+        decision=DecisionKind.APPROVE,
+        approver="alice",
+        reason="ok",
+        at=datetime.now(UTC),
+        groups=["sre"],
+        signed=True,
+        plan_hash="p",
+    )
+    need = still_needed([alice], gov, RiskTier.HIGH, frozen=False, recommender="triage-bot")
+    assert need.approvals == 1 and need.groups == ("payments",)
+    assert [(c.name, c.fills) for c in need.candidates] == [("bob", ("payments",))]
+    # Before anyone approved, two approvals are left: one may come from outside payments.
+    first = still_needed([], gov, RiskTier.HIGH, frozen=False, recommender="triage-bot")
+    assert [c.name for c in first.candidates] == ["alice", "bob", "carol", "erin"]
