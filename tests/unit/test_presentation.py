@@ -40,6 +40,19 @@ def _state(tier: RiskTier = RiskTier.MEDIUM) -> ProposalState:
     return state
 
 
+def _alice_approved(plan_hash: str | None) -> DecisionRecord:
+    """alice (sre) approved, signed, against `plan_hash`."""
+    return DecisionRecord(
+        decision=DecisionKind.APPROVE,
+        approver="alice",
+        reason="ok",
+        at=datetime.now(UTC),
+        groups=["sre"],
+        signed=True,
+        plan_hash=plan_hash,
+    )
+
+
 def test_the_summary_leads_with_what_risk_evidence_diff_who_and_how(gov: Governance) -> None:
     details = approval_details(_state(), gov=gov)
     html = _render(details)
@@ -115,17 +128,7 @@ def test_a_high_tier_gives_sign_commands_per_approver_and_no_unsigned_json(gov: 
     assert "- bob, groups sre, payments (counts as the payments approval)" in who
 
     # After alice approves, she is no longer offered, and the owner group is still missing.
-    state.decisions.append(
-        DecisionRecord(
-            decision=DecisionKind.APPROVE,
-            approver="alice",
-            reason="ok",
-            at=datetime.now(UTC),
-            groups=["sre"],
-            signed=True,
-            plan_hash=state.plan_hash,
-        )
-    )
+    state.decisions.append(_alice_approved(state.plan_hash))
     how = approval_details(state, gov=gov).split("### How to decide (high risk)")[1]
     assert "--as alice" not in how and f"interlock sign {pid} --as bob" in how
 
@@ -151,16 +154,7 @@ def test_static_details_say_the_checks_are_running() -> None:
 def test_with_one_approval_left_only_the_owning_group_is_named(gov: Governance) -> None:
     """High risk after alice (sre) approved: the last approval must come from payments, so
     carol and erin, who may approve high risk but are not in payments, are not offered."""
-    alice = DecisionRecord(
-        decision=DecisionKind.APPROVE,
-        approver="alice",
-        reason="ok",
-        at=datetime.now(UTC),
-        groups=["sre"],
-        signed=True,
-        plan_hash="p",
-    )
-    need = still_needed([alice], gov, RiskTier.HIGH, frozen=False, recommender="triage-bot")
+    need = still_needed([_alice_approved("p")], gov, RiskTier.HIGH, frozen=False, recommender="triage-bot")
     assert need.approvals == 1 and need.groups == ("payments",)
     assert [(c.name, c.fills) for c in need.candidates] == [("bob", ("payments",))]
     # Before anyone approved, two approvals are left: one may come from outside payments.

@@ -46,9 +46,8 @@ def test_prometheus_and_alertmanager_accept_the_shipped_configs(configs: Path) -
     promtool = binary("promtool")
     found = run(promtool, "check", "config", "prometheus.yml", cwd=configs)
     assert "1 rule files found" in found and "SUCCESS: 1 rules found" in found, found
-    amtool = binary("amtool", "prometheus-alertmanager")
-    if Path(amtool).name == "amtool":
-        run(amtool, "check-config", "alertmanager.yml", cwd=configs)
+    found = run(binary("amtool"), "check-config", "alertmanager.yml", cwd=configs)
+    assert "SUCCESS" in found, found
 
 
 def test_the_rule_fires_after_its_for_and_resolves_with_the_fix(configs: Path) -> None:
