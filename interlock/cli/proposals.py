@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from interlock.cli.common import JsonFlag, UsageError, app, fail, out, print_json, run, settings
-from interlock.models import Channel, ProposalState
+from interlock.models import Channel, PlaybookResult, ProposalState
 from interlock.policy import PolicyError, load_policy
 from interlock.settings import Settings
 from interlock.untrusted import plain
@@ -212,6 +212,21 @@ def governance_of(state: ProposalState, s: Settings) -> Any:
         return None
 
 
+def print_run(result: PlaybookResult, indent: str = "") -> None:
+    """One playbook run: its stage, playbook and outcome, then one line per task and host."""
+    out.print(
+        Text(
+            plain(
+                f"{indent}- {result.stage.value}: {result.playbook} {result.status} (rc {result.rc})"
+                + (f": {result.error}" if result.error else "")
+            )
+        )
+    )
+    for task in result.tasks:
+        host = f"{task.host}: " if task.host else ""
+        out.print(Text(plain(f"{indent}    {task.status:9} {host}{task.task}")))
+
+
 def render_state(state: ProposalState, s: Settings | None = None) -> None:
     from interlock.presentation import approval_details
 
@@ -226,33 +241,24 @@ def render_state(state: ProposalState, s: Settings | None = None) -> None:
             in_code = not in_code
         whole = in_code or line.startswith(("```", "    interlock "))
         out.print(Text(line), soft_wrap=whole)
-    if state.execution or state.verification or state.rollback:
-        out.print(Text("\n### Execution"))
-        for result in (
-            state.execution,
-            state.verification,
-            state.rollback,
-            state.rollback_verification,
-        ):
-            if result is None:
-                continue
+    batches = state.execution.batches if state.execution else []
+    if batches:
+        # A rollout: each batch's own runs, under the per-host summary above ("Rollout, batch by
+        # batch"). Not the proposal-wide execution: that aggregate cannot say which stage failed.
+        out.print(Text("\n### Runs, batch by batch"))
+        for batch in batches:
             out.print(
-                Text(
-                    plain(
-                        f"- {result.stage.value}: {result.playbook} {result.status} (rc {result.rc})"
-                        + (f": {result.error}" if result.error else "")
-                    )
-                )
+                Text(plain(f"- batch {batch.index + 1}: {', '.join(batch.hosts)}: {batch.status.value}"))
             )
-            for task in result.tasks:
-                host = f"{task.host}: " if task.host else ""
-                out.print(Text(plain(f"    {task.status:9} {host}{task.task}")))
-    if state.execution and state.execution.batches:
-        from interlock.presentation import batch_lines
-
-        out.print(Text("\n### Batches"))
-        for line in batch_lines(state.execution.batches, markdown=False):
-            out.print(Text(plain(line)))
+            runs = (batch.execution, batch.verification, batch.rollback, batch.rollback_verification)
+            for result in runs:
+                if result is not None:
+                    print_run(result, indent="  ")
+    elif state.execution or state.verification or state.rollback:
+        out.print(Text("\n### Execution"))
+        for result in (state.execution, state.verification, state.rollback, state.rollback_verification):
+            if result is not None:
+                print_run(result)
     out.print(Text("\n### Timeline"))
     for entry in state.timeline:
         note = f"  {entry.note}" if entry.note else ""
