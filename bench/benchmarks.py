@@ -39,6 +39,7 @@ from bench.measure import (
 )
 from bench.noop import FAIL_VERIFY, NoopPlaybooks
 from bench.stack import DevServer, kill_process, make_settings, rss_mb, start_worker_process
+from bench.storm import bench_storm
 from interlock import search
 from interlock.activities.ansible import PlaybookRunner, ansible_env, playbooks_digest
 from interlock.examples import example_proposal
@@ -73,6 +74,9 @@ class Sizes:
     audit_events: int = 1_000_000
     replays: int = 200
     drill_proposals: int = 200  # proposals waiting while the drills kill things (5 run)
+    storm: int = 1000  # proposals in the alert storm, from 5 recommenders
+    storm_incidents: int = 40
+    storm_seconds: int = 10  # the storm arrives within this
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -87,6 +91,9 @@ class Sizes:
             audit_events=2_000,
             replays=10,
             drill_proposals=6,
+            storm=50,
+            storm_incidents=5,
+            storm_seconds=2,
         )
 
 
@@ -897,4 +904,5 @@ BENCHMARKS: dict[str, Callable[[BenchContext], Awaitable[list[Figure]]]] = {
     "scale": bench_scale,
     "audit": bench_audit,
     "drills": bench_drills,
+    "storm": bench_storm,
 }
