@@ -529,3 +529,71 @@ async def bench_storm(ctx: Any) -> list[Figure]:
     if result.problems:
         log.error("storm invariants broken: %s", "; ".join(result.problems))
     return figures(result, sizes.storm_seconds)
+
+
+# --- Temporal round trips of one duplicate at the intake ------------------------------------------
+
+
+@contextmanager
+def counted_rpcs(client: Client) -> Iterator[list[str]]:
+    """Every RPC the client's connection makes (each client of the connection, the claims
+    namespace's included), by name, while the block runs."""
+    service = client.service_client
+    calls: list[str] = []
+    original = service._rpc_call
+
+    async def counting(rpc: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(rpc)
+        return await original(rpc, *args, **kwargs)
+
+    service._rpc_call = counting  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        service._rpc_call = original  # type: ignore[method-assign]
+
+
+async def duplicate_rpcs(client: Client, settings: Settings, duplicates: int = 4) -> list[list[str]]:
+    """The RPCs of the intake's submission path (interlock.api.intake.Intake.submit, without the
+    HTTP layer) for one owner, then each of `duplicates` for its problem. No worker serves the
+    queue: attaching needs none (the owner waits in `submitted`, terminated afterwards)."""
+    from interlock.api.intake import Intake
+    from interlock.api.settings import ApiSettings
+
+    queue = f"rpcs-{uuid.uuid4().hex[:8]}"
+    settings = settings.model_copy(update={"task_queue": queue})
+
+    async def same_client() -> Client:
+        return client
+
+    intake = Intake(settings, ApiSettings(rate=STORM_RATE), client_factory=same_client)
+    incident = f"INC-rpcs-{queue}"
+    docs = [
+        example_proposal(
+            "restart_service",
+            proposal_id=f"{queue}-{k}",
+            recommender=RECOMMENDERS[k % len(RECOMMENDERS)],
+            incident=incident,
+        )
+        for k in range(duplicates + 1)
+    ]
+    counts: list[list[str]] = []
+    try:
+        for doc in docs:
+            with counted_rpcs(client) as calls:
+                answer = await intake.submit(str(doc["recommender"]), json.dumps(doc).encode(), None)
+            if answer.status_code not in (201, 202):
+                raise RuntimeError(f"the intake answered {answer.status_code}: {answer.body!r}")
+            counts.append(calls)
+    finally:
+        intake.engine.dispose()
+        with contextlib.suppress(Exception):
+            await client.get_workflow_handle(str(docs[0]["proposal_id"])).terminate(reason="bench: counted")
+    return counts
+
+
+def rpc_summary(calls: list[str]) -> str:
+    names: dict[str, int] = {}
+    for name in calls:
+        names[name] = names.get(name, 0) + 1
+    return ", ".join(f"{name} {n}" for name, n in sorted(names.items()))
