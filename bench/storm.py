@@ -222,22 +222,22 @@ async def send_one(http: httpx.AsyncClient, sent: Sent, token: str) -> None:
     sent.error = sent.error or "no answer after 20 attempts"
 
 
-async def watch_owners(
-    client: Client, sends: list[Sent], done: asyncio.Event, seen: dict[str, float]
-) -> None:
-    """Record when each owner's status attribute first reads awaiting_approval (describe: no
-    worker involved, so watching does not load the worker it measures)."""
+async def watch_owners(client: Client, queue: str, done: asyncio.Event, seen: dict[str, float]) -> None:
+    """Record when each proposal's status attribute first reads awaiting_approval: one
+    visibility list a poll, so watching loads neither the worker nor the server it measures
+    (a describe per owner per poll cost the dev server more than the storm's own reads)."""
+    query = f"WorkflowType = 'RemediationWorkflow' AND TaskQueue = '{queue}'"
     while not done.is_set():
-        owners = {s.proposal_id for s in sends if s.status_code == 201} - seen.keys()
-        for pid in owners:
-            with contextlib.suppress(Exception):
-                desc = await client.get_workflow_handle(pid).describe()
-                status = desc.typed_search_attributes.get(search.SA_STATUS)
+        with contextlib.suppress(Exception):
+            async for wf in client.list_workflows(query):
+                if wf.id in seen:
+                    continue
+                status = wf.typed_search_attributes.get(search.SA_STATUS)
                 if status == ProposalStatus.AWAITING_APPROVAL.value:
-                    seen[pid] = time.time()
+                    seen[wf.id] = time.time()
                 elif status and ProposalStatus(status).is_final:
-                    seen[pid] = float("nan")  # ended: reported as a problem below
-        await asyncio.sleep(0.25)
+                    seen[wf.id] = float("nan")  # ended: reported as a problem below
+        await asyncio.sleep(0.5)
 
 
 async def eventually(check: Any, timeout: float, interval: float = 0.5) -> bool:
@@ -319,7 +319,7 @@ async def _storm(
     sends = [Sent(doc, t0 + k * seconds / len(docs)) for k, doc in enumerate(docs)]
     awaiting: dict[str, float] = {}
     sampler = asyncio.create_task(sample_rss())
-    watcher = asyncio.create_task(watch_owners(client, sends, stop, awaiting))
+    watcher = asyncio.create_task(watch_owners(client, queue, stop, awaiting))
     problems: list[str] = []
     try:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
@@ -515,6 +515,7 @@ def figures(r: StormResult, seconds: float) -> list[Figure]:
 
 async def bench_storm(ctx: Any) -> list[Figure]:
     sizes = ctx.sizes
+    rpcs = await duplicate_rpcs(ctx.client, ctx.settings)
     server = ctx.server.proc.pid if ctx.server.proc is not None else None
     result = await run_storm(
         ctx.client,
@@ -528,7 +529,21 @@ async def bench_storm(ctx: Any) -> list[Figure]:
     )
     if result.problems:
         log.error("storm invariants broken: %s", "; ".join(result.problems))
-    return figures(result, sizes.storm_seconds)
+    later = [len(calls) for calls in rpcs[2:]]
+    return [
+        Figure(
+            "alert storm",
+            "Temporal RPCs per duplicate at the intake (first duplicate of a claim / each later one)",
+            "count",
+            [float(n) for n in later],
+            text=f"{len(rpcs[1])} / {max(later)}",
+            size=f"one owner and {len(rpcs) - 1} duplicates through Intake.submit (no HTTP)",
+            note=f"first: {rpc_summary(rpcs[1])}; later: {rpc_summary(rpcs[-1])}; the owner: "
+            f"{rpc_summary(rpcs[0])}; before the per-run cache and the status read while attaching: "
+            "7 for every duplicate (describe 4, history 1, start 1, signal 1)",
+        ),
+        *figures(result, sizes.storm_seconds),
+    ]
 
 
 # --- Temporal round trips of one duplicate at the intake ------------------------------------------
