@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
@@ -40,6 +40,9 @@ from interlock.models import ProposalStatus
 from interlock.proposals import get_state
 from interlock.settings import Settings
 from interlock.tokens import TokenStore, intake_db_path
+
+if TYPE_CHECKING:
+    from bench.benchmarks import BenchContext
 
 log = logging.getLogger("bench.storm")
 RECOMMENDERS = ["triage-bot", "deploy-bot", "capacity-bot", "sre-bot", "alert-bot"]
@@ -513,7 +516,7 @@ def figures(r: StormResult, seconds: float) -> list[Figure]:
     ]
 
 
-async def bench_storm(ctx: Any) -> list[Figure]:
+async def bench_storm(ctx: BenchContext) -> list[Figure]:
     sizes = ctx.sizes
     rpcs = await duplicate_rpcs(ctx.client, ctx.settings)
     server = ctx.server.proc.pid if ctx.server.proc is not None else None
