@@ -64,7 +64,7 @@ def example_parameters(
             raise ExampleError(
                 f"{name}={value!r} is not allowed for {action} (allowed: {', '.join(allowed)})"
             )
-    params = {}
+    params: dict[str, str] = {}
     for name, param in spec.parameters.items():
         preferred = PREFERRED.get(action, {}).get(name)
         default = preferred if preferred in param.allowed else param.allowed[0]
