@@ -88,21 +88,58 @@ def propose(
 @app.command()
 def example(
     action: Annotated[
-        str, typer.Argument(help="restart_service, rollback_deployment or change_access")
+        str, typer.Argument(help="An action of the policy in force (`interlock policy check` lists them).")
     ] = "restart_service",
     proposal_id: Annotated[str, typer.Option("--id", help="proposal_id to use.")] = "prop-0001",
-    service: Annotated[str, typer.Option(help="Target service.")] = "checkout-api",
-    release: Annotated[str | None, typer.Option(help="Release for rollback_deployment.")] = None,
+    service: Annotated[
+        str | None, typer.Option(help="Target service (default: checkout-api, else the catalog's first).")
+    ] = None,
+    environment: Annotated[
+        str | None, typer.Option(help="Target environment (default: the service's first).")
+    ] = None,
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Narrow target.hosts to this catalog host (repeatable)."),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="NAME=VALUE, one of the action's allowed values (repeatable)."),
+    ] = None,
+    release: Annotated[str | None, typer.Option(help="Same as --param release=VALUE.")] = None,
+    incident: Annotated[str, typer.Option(help="Incident the proposal is for.")] = "INC-1234",
 ) -> None:
-    """Print an example proposal with a fresh observed_at (pipe it to `interlock propose -`)."""
-    from interlock.examples import PARAMETERS, example_proposal
+    """Print an example proposal for any action of the policy in force, with a fresh observed_at
+    (pipe it to `interlock propose -`)."""
+    from interlock.examples import ExampleError, example_proposal
 
-    if action not in PARAMETERS:
-        fail(f"unknown action {action!r} (known: {', '.join(PARAMETERS)})", 2)
-    params = dict(PARAMETERS[action])
+    s = settings()
+    try:
+        policy = load_policy(s.effective_policy_file)
+    except PolicyError as exc:
+        fail(str(exc), 2)
+    chosen: dict[str, str] = {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            fail(f"--param {item!r}: expected NAME=VALUE", 2)
+        chosen[name.strip()] = value.strip()
     if release is not None:
-        params["release"] = release
-    print_json(example_proposal(action, proposal_id, service, params))
+        chosen["release"] = release
+    try:
+        doc = example_proposal(
+            action,
+            proposal_id,
+            service,
+            policy=policy,
+            environment=environment,
+            hosts=host or None,
+            choose=chosen,
+            incident=incident,
+            strict=True,
+        )
+    except ExampleError as exc:
+        fail(str(exc), 2)
+    print_json(doc)
 
 
 @app.command(name="list")
