@@ -46,8 +46,9 @@ def static_details(proposal: Proposal, service: str) -> str:
             f"**Proposed by** {r.text(proposal.recommender)} (model {r.code(proposal.model_version)}), "
             f"parameters: {r.text(params)}",
             "",
-            "The checks are running: evidence, risk, preview and the way to decide appear in "
-            "this tab (User Metadata, current details) once they are done.",
+            "As submitted. The live summary (evidence as its sources answered, risk, preview, "
+            "who may still approve and how to decide) is under **Current Details**, beside "
+            "this; press R there to refresh it.",
         ]
     )
 

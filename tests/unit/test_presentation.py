@@ -148,11 +148,13 @@ def test_still_needed_follows_the_gate(gov: Governance) -> None:
     assert [c.name for c in frozen.candidates if c.fills] == ["erin"]
 
 
-def test_static_details_say_the_checks_are_running() -> None:
+def test_static_details_point_to_the_live_summary() -> None:
+    # Static details never change: they must not claim the checks are still running.
     state = _state()
     html = _render(static_details(state.proposal, "checkout-api"))
     assert "<h2>rollback_deployment on checkout-api (lab)</h2>" in html
-    assert "User Metadata" in html
+    assert "<strong>Current Details</strong>" in html and "press R" in html
+    assert "running" not in html
 
 
 def test_with_one_approval_left_only_the_owning_group_is_named(gov: Governance) -> None:
