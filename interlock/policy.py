@@ -178,6 +178,10 @@ class ActionSpec(_Model):
             if name in ("service", *LAB_VARS) or name.startswith("interlock_"):
                 raise ValueError(f"parameter name {name!r} is reserved for Interlock")
         problems = [why for name in self.facts if (why := fact_name_problem(name))]
+        # A fact is never a parameter too: the activity refuses a parameter named like a fact.
+        problems += [
+            f"{name!r} is also a parameter of the action" for name in self.facts if name in self.parameters
+        ]
         if problems:
             raise ValueError("facts: " + "; ".join(problems))
         return self

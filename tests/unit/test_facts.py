@@ -162,6 +162,10 @@ def test_a_policy_declares_facts_by_name_and_type() -> None:
             "preview_retry.attempts: Input should be greater than or equal to 1",
         ),
         ("preview_retry: {backoff: 1h}", "backoff: between 0s and 10m"),
+        (
+            "parameters: {tag: {allowed: [a]}}\n    facts: {tag: {type: str}}",
+            "'tag' is also a parameter of the action",
+        ),
     ],
 )
 def test_a_bad_declaration_is_one_clear_error(facts: str, error: str) -> None:
