@@ -93,7 +93,7 @@ def test_facts_reach_verify_and_rollback_per_host_and_are_checked_at_the_door(se
     ]:
         with pytest.raises(ApplicationError) as exc:
             runner.extra_vars(run_of(Stage.ROLLBACK, host_facts=given, hosts=["web-1", "web-2"]), action, "d")
-        assert str(exc.value) == f"facts refused: {refusal}" and exc.value.non_retryable
+        assert exc.value.message == f"facts refused: {refusal}" and exc.value.non_retryable
 
 
 async def test_a_hand_started_proposal_cannot_reach_ansible_with_a_playbook_variable(
