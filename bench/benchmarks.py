@@ -39,6 +39,7 @@ from bench.measure import (
 )
 from bench.noop import FAIL_VERIFY, NoopPlaybooks
 from bench.stack import DevServer, kill_process, make_settings, rss_mb, start_worker_process
+from bench.storm import bench_storm
 from interlock import search
 from interlock.activities.ansible import PlaybookRunner, ansible_env, playbooks_digest
 from interlock.examples import example_proposal
@@ -73,6 +74,9 @@ class Sizes:
     audit_events: int = 1_000_000
     replays: int = 200
     drill_proposals: int = 200  # proposals waiting while the drills kill things (5 run)
+    storm: int = 1000  # proposals in the alert storm, from 5 recommenders
+    storm_incidents: int = 40
+    storm_seconds: int = 10  # the storm arrives within this
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -87,6 +91,9 @@ class Sizes:
             audit_events=2_000,
             replays=10,
             drill_proposals=6,
+            storm=50,
+            storm_incidents=5,
+            storm_seconds=2,
         )
 
 
@@ -766,7 +773,7 @@ async def aiter_of(items: list[WorkflowHistory]) -> AsyncIterator[WorkflowHistor
 
 
 async def bench_replay(ctx: BenchContext) -> list[Figure]:
-    from interlock.audit.history import default_jobs, load_history, replay_many, replayer
+    from interlock.audit.history import _replay_each, default_jobs, load_history, replay_many, replayer
 
     stored = sorted((REPO / "tests" / "histories").glob("*.json"))
     histories = [load_history(p.read_text(), p.stem) for p in stored] + ctx.histories
@@ -783,6 +790,23 @@ async def bench_replay(ctx: BenchContext) -> list[Figure]:
         outcomes = await replay_many(batch, jobs=n, sandboxed=sandboxed)
         assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:1]
 
+    async def with_sdk_payload_passes() -> None:
+        # The baseline of the skip (interlock.audit.replay_payloads): the SDK's own passes, in
+        # this process only (worker processes of --jobs always skip them).
+        import temporalio.bridge.worker as sdk
+
+        from interlock.audit import replay_payloads
+
+        engine = replayer(sandboxed=False)  # installs the skip: undone for this run just below
+        sdk.decode_activation = replay_payloads._SDK_DECODE
+        sdk.encode_completion = replay_payloads._SDK_ENCODE
+        try:
+            # What replay_many does with --jobs 1, on the same Replayer path.
+            outcomes = await _replay_each(engine, batch)
+            assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:1]
+        finally:
+            replay_payloads.skip_inert_payload_passes()
+
     async def one_sandboxed_replayer() -> None:
         results = await replayer(sandboxed=True).replay_workflows(
             aiter_of(batch), raise_on_replay_failure=True
@@ -798,6 +822,12 @@ async def bench_replay(ctx: BenchContext) -> list[Figure]:
             True,
         ),
         ("unsandboxed, one process (--jobs 1; diagnostic)", lambda: bulk(1, False), False),
+        (
+            "unsandboxed, one process, with the SDK's payload passes that are no-ops without a codec "
+            "(diagnostic: the baseline of skipping them)",
+            with_sdk_payload_passes,
+            False,
+        ),
         (f"`--all --sandboxed --jobs {jobs}` (diagnostic)", lambda: bulk(jobs, True), False),
         (
             "sandboxed, one process, one Replayer, as the worker and tests/unit/test_replay.py "
@@ -897,4 +927,5 @@ BENCHMARKS: dict[str, Callable[[BenchContext], Awaitable[list[Figure]]]] = {
     "scale": bench_scale,
     "audit": bench_audit,
     "drills": bench_drills,
+    "storm": bench_storm,
 }

@@ -20,6 +20,7 @@ import yaml
 from temporalio.client import Client
 
 from interlock import search
+from interlock.dedup import claims_namespace
 from interlock.keys import ensure_dev_keys
 from interlock.policy import default_policy_text
 from interlock.settings import Settings
@@ -74,6 +75,9 @@ class DevServer:
             "--headless",
             "--log-level",
             "error",
+            # The dedup claims' own namespace (interlock.dedup), as a deployment creates it.
+            "--namespace",
+            claims_namespace("default"),
             *(["--db-filename", str(self.db_file)] if self.db_file else []),
         ]
         for key in search.ALL:

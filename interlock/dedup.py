@@ -15,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from typing import Generic, TypeVar
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -42,6 +45,52 @@ class _Owner(Enum):
     ATTACHED = "attached"
     STARTING = "starting"
     GONE = "gone"
+
+
+@dataclass(frozen=True)
+class Attached:
+    """Where a duplicate went: the open proposal it joined, and that proposal's status search
+    attribute as read while attaching (None when it has none)."""
+
+    owner: str
+    status: ProposalStatus | None
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _RunCache(Generic[_K, _V]):
+    """What never changes for a given run id, bounded (least recently used goes first).
+
+    A claim run's owner and start time are set when it starts; the proposal a workflow run was
+    started with is its first history event. So a storm of duplicates for one claim reads them
+    from Temporal once per run, not once per duplicate. A new run (a takeover) is a new key."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._items: OrderedDict[_K, _V] = OrderedDict()
+
+    def get(self, key: _K) -> _V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: _K, value: _V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+# (claims namespace, claim id, claim run id) -> (owner from the run's memo, the run's start time)
+_claim_runs: _RunCache[tuple[str, str, str], tuple[str | None, datetime]] = _RunCache()
+# (namespace, workflow id, run id) -> (the proposal that run was started with, or None)
+_started_proposals: _RunCache[tuple[str, str, str], tuple[Proposal | None]] = _RunCache()
 
 
 class DedupUnsettled(RuntimeError):
@@ -83,6 +132,19 @@ async def claim_or_attach(
     """None when this proposal owns the key (start its workflow); else the open proposal's id
     it was attached to as a duplicate. `namespace`: where claims live (default
     `<client's namespace>-dedup`)."""
+    attached = await claim_or_attach_to(client, proposal, key, task_queue, policy, namespace)
+    return attached.owner if attached is not None else None
+
+
+async def claim_or_attach_to(
+    client: Client,
+    proposal: Proposal,
+    key: str,
+    task_queue: str,
+    policy: Policy,
+    namespace: str | None = None,
+) -> Attached | None:
+    """As `claim_or_attach`, with the owner's status read while attaching (no further read)."""
     me = proposal.proposal_id
     window = policy.dedup.window
     cid = claim_id(task_queue, key)
@@ -106,8 +168,9 @@ async def claim_or_attach(
             )
             log.info("proposal %s claims dedup key %s in %s", me, key, claims.namespace)
             return None
-        except WorkflowAlreadyStartedError:
-            pass
+        except WorkflowAlreadyStartedError as exc:
+            # With the FAIL conflict policy the error names the running claim's run.
+            running_run = exc.run_id
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND or claims is client:
                 raise
@@ -123,29 +186,38 @@ async def claim_or_attach(
             _missing_namespaces.add(claims.namespace)
             claims = client
             continue
-        try:
-            claim = await claims.get_workflow_handle(cid).describe()
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            continue  # ended between our start and describe: claim again
-        if claim.status != WorkflowExecutionStatus.RUNNING:
-            continue
-        owner = await claim.memo_value("owner", default=None, type_hint=str)
+        known = _claim_runs.get((claims.namespace, cid, running_run)) if running_run else None
+        if known is not None:
+            owner, claimed_at = known
+            run_id = running_run
+        else:
+            try:
+                claim = await claims.get_workflow_handle(cid).describe()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                continue  # ended between our start and describe: claim again
+            if claim.status != WorkflowExecutionStatus.RUNNING:
+                continue
+            owner = await claim.memo_value("owner", default=None, type_hint=str)
+            claimed_at = claim.start_time or datetime.now(UTC)
+            run_id = claim.run_id
+            if claim.start_time is not None:
+                _claim_runs.put((claims.namespace, cid, run_id), (owner, claim.start_time))
         if owner == me or owner is None or await _exists(client, me):
             # Our own claim, or a resubmission of a proposal that already has its workflow
             # (it is never its own duplicate): start or find that workflow.
             return None
-        verdict = await _attach(client, owner, proposal, key, policy, claim.start_time or datetime.now(UTC))
+        verdict, status = await _attach(client, owner, proposal, key, policy, claimed_at)
         if verdict is _Owner.ATTACHED:
             log.info("proposal %s attached to %s as a duplicate", me, owner)
-            return owner
+            return Attached(owner, status)
         if verdict is _Owner.STARTING:
             await asyncio.sleep(0.1)
             continue
         log.info("dedup key %s: holder %s is final or abandoned; %s takes it over", key, owner, me)
         try:
-            await claims.get_workflow_handle(cid, run_id=claim.run_id).terminate(
+            await claims.get_workflow_handle(cid, run_id=run_id).terminate(
                 reason=f"{owner} is final or was never started; {me} takes the key over"
             )
         except RPCError as exc:
@@ -156,7 +228,7 @@ async def claim_or_attach(
 
 async def _attach(
     client: Client, owner: str, proposal: Proposal, key: str, policy: Policy, claimed_at: datetime
-) -> _Owner:
+) -> tuple[_Owner, ProposalStatus | None]:
     handle = client.get_workflow_handle(owner)
     try:
         desc = await handle.describe()
@@ -164,16 +236,16 @@ async def _attach(
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
         young = datetime.now(UTC) - claimed_at < START_GRACE
-        return _Owner.STARTING if young else _Owner.GONE
+        return (_Owner.STARTING if young else _Owner.GONE), None
     status = desc.typed_search_attributes.get(search.SA_STATUS)
     if desc.status != WorkflowExecutionStatus.RUNNING or _final(status):
-        return _Owner.GONE
+        return _Owner.GONE, None
     # Anyone with namespace access can start a claim naming any proposal: attach only to an
     # owner whose own input (what its workflow runs on) is a proposal for this key. Read from
     # its first history event, so no worker needs to answer.
-    if await _key_of_started(client, owner, policy) != key:
+    if await _key_of_started(client, owner, desc.run_id, policy) != key:
         log.warning("dedup key %s names %s, a proposal for another problem: taking it over", key, owner)
-        return _Owner.GONE
+        return _Owner.GONE, None
     try:
         await handle.signal(
             Signal.ADD_DUPLICATE, AttachDuplicate(proposal=proposal, received_at=datetime.now(UTC))
@@ -181,22 +253,36 @@ async def _attach(
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
-        return _Owner.GONE  # it closed a moment ago
-    return _Owner.ATTACHED
+        return _Owner.GONE, None  # it closed a moment ago
+    return _Owner.ATTACHED, _status(status)
 
 
-async def _key_of_started(client: Client, workflow_id: str, policy: Policy) -> str | None:
-    """The dedup key of the proposal a workflow was started with (None if it is not one)."""
-    handle = client.get_workflow_handle(workflow_id)
+async def _key_of_started(client: Client, workflow_id: str, run_id: str, policy: Policy) -> str | None:
+    """The dedup key of the proposal a workflow run was started with (None if it is not one).
+
+    The proposal is fixed for the run, so it is read once per run id; the key is worked out
+    from it each time, with the policy in force (key fields and service aliases)."""
+    cache_key = (client.namespace, workflow_id, run_id)
+    known = _started_proposals.get(cache_key)
+    if known is None:
+        known = (await _started_proposal(client, workflow_id, run_id),)
+        _started_proposals.put(cache_key, known)
+    (proposal,) = known
+    if proposal is None:
+        return None
+    service = policy.canonical_service(proposal.target.service) or proposal.target.service
+    return policy.dedup.key_of(proposal, service)
+
+
+async def _started_proposal(client: Client, workflow_id: str, run_id: str) -> Proposal | None:
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     async for event in handle.fetch_history_events(page_size=1):
         payloads = event.workflow_execution_started_event_attributes.input.payloads
         try:
             started = client.data_converter.payload_converter.from_payload(payloads[0], RemediationInput)
         except (IndexError, ValueError, TypeError):
             return None
-        proposal = started.proposal
-        service = policy.canonical_service(proposal.target.service) or proposal.target.service
-        return policy.dedup.key_of(proposal, service)
+        return started.proposal
     return None
 
 
@@ -208,6 +294,13 @@ async def _exists(client: Client, proposal_id: str) -> bool:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return False
         raise
+
+
+def _status(value: str | None) -> ProposalStatus | None:
+    try:
+        return ProposalStatus(value) if value else None
+    except ValueError:
+        return None
 
 
 def _final(status: str | None) -> bool:

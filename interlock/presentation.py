@@ -27,10 +27,6 @@ from interlock.models import (
 )
 from interlock.untrusted import MARKDOWN, TERMINAL, Rendering, plain
 
-# Nested list items are indented four spaces: CommonMark needs two under `- `, but the Web UI's
-# renderer (2.54) and older Markdown need four, or the items run into one paragraph.
-SUB = "    "
-
 
 def static_summary(proposal: Proposal, service: str) -> str:
     """The one line the Web UI's workflow list shows (set once, when the workflow starts)."""
@@ -103,10 +99,11 @@ def approval_details(state: ProposalState, *, markdown: bool = True, gov: Govern
         lines += ["", f"### Duplicates: {state.duplicate_count} (no further approval needed)", ""]
         for d in state.duplicates:
             checked = "checking" if d.ok is None else ("evidence confirmed" if d.ok else "NOT confirmed")
-            lines.append(
-                f"- {d.proposal_id} from {d.recommender} (model {r.code(d.model_version)}): {checked}"
+            lines += r.item(
+                f"{r.text(d.proposal_id)} from {r.text(d.recommender)} (model {r.code(d.model_version)}): "
+                f"{checked}",
+                [r.text(reason) for reason in d.reasons],
             )
-            lines += [f"{SUB}- {r.text(reason)}" for reason in d.reasons]
         if state.duplicate_count > len(state.duplicates):
             lines.append(f"- and {state.duplicate_count - len(state.duplicates)} more")
     if state.decisions:
@@ -253,11 +250,11 @@ def evidence_lines(
         if item.age_seconds is not None and not (again or after):
             age = f", observed {item.age_seconds:.0f}s before the check"
         tries = f", {item.attempts} attempts" if item.attempts > 1 else ""
-        lines.append(f"- **{mark}**: {r.text(item.source)} {r.code(item.ref)}{age}{tries}")
-        lines.append(f"{SUB}- {'source said' if item.fetched else 'why'}: {r.text(item.reason)}")
+        subs = [f"{'source said' if item.fetched else 'why'}: {r.text(item.reason)}"]
         if item.observed:
             said = json.dumps(_said(item.observed), separators=(", ", ": "), default=str)
-            lines.append(f"{SUB}- answer: {r.code(said if len(said) <= 300 else said[:297] + '...')}")
+            subs.append(f"answer: {r.code(said if len(said) <= 300 else said[:297] + '...')}")
+        lines += r.item(f"**{mark}**: {r.text(item.source)} {r.code(item.ref)}{age}{tries}", subs)
     return lines
 
 

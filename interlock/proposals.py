@@ -23,7 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from interlock import search
 from interlock.contracts import Query, Update, Workflow
-from interlock.dedup import claim_or_attach
+from interlock.dedup import claim_or_attach_to
 from interlock.models import (
     Channel,
     DecisionInput,
@@ -87,6 +87,8 @@ class Submission:
     run_id: str | None
     # The open proposal for the same problem this one was attached to (no workflow of its own).
     duplicate_of: str | None = None
+    # That proposal's status search attribute, read while attaching (None: it has none yet).
+    duplicate_status: ProposalStatus | None = None
 
 
 async def submit(
@@ -110,9 +112,16 @@ async def submit(
     key = policy.dedup.key_of(proposal, service)
     if key is not None:
         # Claims live in a namespace of their own (INTERLOCK_DEDUP_NAMESPACE): no clutter in the list.
-        owner = await claim_or_attach(client, proposal, key, task_queue, policy, claims_namespace)
-        if owner is not None:
-            return Submission(proposal.proposal_id, owner, False, None, duplicate_of=owner)
+        attached = await claim_or_attach_to(client, proposal, key, task_queue, policy, claims_namespace)
+        if attached is not None:
+            return Submission(
+                proposal.proposal_id,
+                attached.owner,
+                False,
+                None,
+                duplicate_of=attached.owner,
+                duplicate_status=attached.status,
+            )
     attributes = TypedSearchAttributes(
         [
             SearchAttributePair(search.SA_STATUS, ProposalStatus.SUBMITTED.value),

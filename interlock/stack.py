@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -17,9 +21,12 @@ from interlock import search
 from interlock.api.settings import ApiSettings
 from interlock.dedup import claims_namespace
 from interlock.keys import ensure_dev_keys
-from interlock.policy import default_policy_text
+from interlock.policy import default_policy_text, load_policy
 from interlock.settings import Settings
 from interlock.temporal import TemporalUnavailable, connect, ensure_search_attributes
+
+if TYPE_CHECKING:
+    from interlock.lab import Lab
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +54,125 @@ FIRST_STEPS: tuple[tuple[str, str], ...] = (
 )
 
 
-def first_steps_text() -> str:
-    lines = ["Try it (the lab starts healthy; break it first):"]
-    lines += [f"  {i}. {what + ':':<17} {command}" for i, (what, command) in enumerate(FIRST_STEPS, 1)]
+def own_fleet_steps(action: str) -> tuple[tuple[str, str], ...]:
+    """Without the lab: the same walk-through on the team's own policy, with no lab command."""
+    return (
+        ("Propose a change", f"interlock example {action} --id prop-0001 | interlock propose -"),
+        ("Read it", "interlock show prop-0001"),
+        ("Decide", 'interlock approve prop-0001 --as USER --reason "evidence checked"'),
+        ("See it done", "interlock show prop-0001"),
+    )
+
+
+def first_steps_text(steps: tuple[tuple[str, str], ...] = FIRST_STEPS, lab: bool = True) -> str:
+    heading = "Try it (the lab starts healthy; break it first):" if lab else "Try it on your own fleet:"
+    lines = [heading]
+    lines += [f"  {i}. {what + ':':<17} {command}" for i, (what, command) in enumerate(steps, 1)]
     return "\n".join(lines).replace("[", "\\[") + "\n"
+
+
+@dataclass(frozen=True)
+class PortUse:
+    """A port the stack is about to listen on, and what for (named in the error if it is taken)."""
+
+    host: str
+    port: int
+    what: str
+
+
+class PortTaken(RuntimeError):
+    """A port the stack needs is in use; the message names the port and what holds it."""
+
+
+def stack_ports(
+    settings: Settings, *, port: int, ui_port: int, external: bool, api: ApiSettings, lab: Lab | None
+) -> list[PortUse]:
+    uses = []
+    if not external:
+        uses += [
+            PortUse("127.0.0.1", port, "Temporal frontend, --port"),
+            PortUse("127.0.0.1", ui_port, "Temporal Web UI, --ui-port"),
+        ]
+    uses.append(PortUse(api.host, api.port, "intake API, --api-port or INTERLOCK_API_PORT"))
+    if settings.metrics_port:
+        uses.append(
+            PortUse("127.0.0.1", settings.metrics_port, "/metrics, --metrics-port or INTERLOCK_METRICS_PORT")
+        )
+    if lab is not None and lab.exists():
+        config = lab.config
+        for name, host, lab_port in lab.instances(config):
+            uses.append(PortUse("127.0.0.1", lab_port, f"lab service {name}{f' on {host}' if host else ''}"))
+        uses.append(PortUse("127.0.0.1", int(config["monitor_port"]), "lab monitor"))
+    return uses
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a listener could bind host:port now (SO_REUSEADDR, as the servers set it, so a
+    socket in TIME_WAIT does not count as taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN.
+            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def port_holder(port: int) -> str | None:
+    """'pid N (command line)' of the process listening on `port`, or None when this machine does
+    not tell (another user's process, no /proc)."""
+    inodes = {f"socket:[{i}]" for i in _listening_inodes(port)}
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+        except OSError:
+            continue
+        if links & inodes:
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                command = " ".join(a.decode(errors="replace") for a in argv if a)
+            except OSError:
+                command = "?"
+            return f"pid {proc.name} ({command[:80]})"
+    return None
+
+
+def check_ports(uses: list[PortUse], lab_root: Path | None = None) -> None:
+    """Raise PortTaken for the first port another process holds, before anything starts. A lab
+    process of this stack's own lab holding its port is fine: the lab is already running."""
+    from interlock.lab._process import belongs_to_lab
+
+    for use in uses:
+        if port_free(use.host, use.port):
+            continue
+        holder = port_holder(use.port)
+        if lab_root is not None and use.what.startswith("lab ") and holder:
+            if belongs_to_lab(int(holder.split()[1]), lab_root):
+                continue
+        by = f"by {holder}" if holder else "by another process"
+        raise PortTaken(
+            f"port {use.port} ({use.what}) is already in use {by}; stop it or choose another port"
+        )
 
 
 def proposals_url(ui: str, namespace: str) -> str:
@@ -138,13 +260,21 @@ async def run_stack(
     external: bool,
     console: Console,
     api: ApiSettings | None = None,
+    lab: bool = True,
 ) -> None:
+    """Run the stack until SIGINT/SIGTERM. `lab=False` (`--no-lab`): no lab folder or process, the
+    policy and playbooks are the team's own. Raises PortTaken before starting anything."""
     from interlock.api import serve
     from interlock.audit.exporter import serve_metrics
     from interlock.lab import Lab
     from interlock.worker.main import build_worker
 
     api = api or ApiSettings()
+    the_lab = Lab(settings.lab_dir) if lab else None
+    check_ports(
+        stack_ports(settings, port=port, ui_port=ui_port, external=external, api=api, lab=the_lab),
+        settings.lab_dir,
+    )
 
     logging.basicConfig(
         level=settings.log_level,
@@ -154,7 +284,6 @@ async def run_stack(
     prepare_home(settings, ui_port)
     home = settings.home_dir
     server: subprocess.Popen[bytes] | None = None
-    lab = Lab(settings.lab_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -175,17 +304,28 @@ async def run_stack(
         client = await connect(settings)
         await ensure_search_attributes(client)
 
-        if not lab.exists():
-            lab.create()
-        lab.start()
+        if the_lab is not None:
+            if not the_lab.exists():
+                the_lab.create()
+            the_lab.start()
 
         worker = build_worker(client, settings)
         worker_task = asyncio.create_task(worker.run())
         api_task = asyncio.create_task(serve(settings, api))
         await wait_for_intake(api, api_task)
-        metrics_task = asyncio.create_task(serve_metrics(settings))  # noqa: F841 (ends with the loop)
+        # Not watched: a /metrics that cannot listen logs why and leaves the stack running (its
+        # port was checked free above).
+        metrics_task = asyncio.create_task(serve_metrics(settings))
 
+        policy = load_policy(settings.effective_policy_file)
         ui = f"http://localhost:{ui_port}" if not external else "(your server's Web UI)"
+        lab_line = f"  Lab             {settings.lab_dir} (interlock lab status)\n" if lab else ""
+        playbooks_line = "" if lab else f"  Playbooks       {settings.playbooks_dir}\n"
+        steps = (
+            first_steps_text()
+            if lab
+            else first_steps_text(own_fleet_steps(next(iter(policy.actions))), lab=False)
+        )
         console.print(
             "\n[bold]Interlock is up.[/bold]\n"
             f"  Temporal        {settings.temporal_address} (namespace {settings.temporal_namespace})\n"
@@ -193,9 +333,10 @@ async def run_stack(
             f"  Task queue      {settings.task_queue}\n"
             f"  State folder    {home}\n"
             f"  Policy          {settings.effective_policy_file or 'built-in default'}\n"
-            f"  Lab             {settings.lab_dir} (interlock lab status)\n"
-            f"  Intake API      http://{api.host}:{api.port} (/docs; interlock tokens create NAME)\n\n"
-            + first_steps_text()
+            + playbooks_line
+            + lab_line
+            + f"  Intake API      http://{api.host}:{api.port} (/docs; interlock tokens create NAME)\n\n"
+            + steps
             + "\nCtrl-C stops everything started here.",
             markup=True,
             highlight=False,
@@ -205,16 +346,17 @@ async def run_stack(
         for task in done - {stop_wait}:
             task.result()  # surface a crashed worker, or an intake that could not listen
         console.print("stopping ...")
-        api_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await api_task
+        for task in (api_task, metrics_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await worker.shutdown()
         with contextlib.suppress(asyncio.CancelledError):
             await worker_task
     finally:
         with contextlib.suppress(Exception):
-            if lab.exists():
-                lab.stop()
+            if the_lab is not None and the_lab.exists():
+                the_lab.stop()
         if server is not None and server.poll() is None:
             server.terminate()
             try:

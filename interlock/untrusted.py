@@ -107,6 +107,7 @@ class Rendering(Protocol):
     def code(self, value: str) -> str: ...
     def quote(self, value: str) -> list[str]: ...
     def fence(self, value: str, info: str = "") -> str: ...
+    def item(self, head: str, subs: list[str]) -> list[str]: ...
 
 
 class MarkdownRendering:
@@ -124,6 +125,14 @@ class MarkdownRendering:
     def fence(self, value: str, info: str = "") -> str:
         return markdown_fence(value, info)
 
+    def item(self, head: str, subs: list[str]) -> list[str]:
+        """A list item with its details on lines of their own. Not a nested list: the Web UI's
+        stylesheet (2.54) shows nested items inline, run into one line; hard line breaks (a
+        trailing backslash, CommonMark) keep one line per detail. `head` and `subs` are
+        already rendered (escaped) text."""
+        lines = [f"- {head}", *(f"  \u21b3 {sub}" for sub in subs)]
+        return [line + "\\" for line in lines[:-1]] + lines[-1:]
+
 
 class TerminalRendering:
     """For `interlock show`: the same layout as plain text, with every control removed."""
@@ -139,6 +148,9 @@ class TerminalRendering:
 
     def fence(self, value: str, info: str = "") -> str:
         return f"```{info}\n{plain(value, newlines=True).strip(chr(10))}\n```"
+
+    def item(self, head: str, subs: list[str]) -> list[str]:
+        return [f"- {head}", *(f"    - {sub}" for sub in subs)]
 
 
 MARKDOWN = MarkdownRendering()

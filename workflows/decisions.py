@@ -171,6 +171,9 @@ class DecisionHandlers(WorkflowCore):
             )
         else:
             self.state.waiting_for = self._missing()
+            # The approver's summary names who may still approve: refresh it after each approval
+            # short of the quorum, or the UI would still show the quorum as it was before.
+            workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
         return DecisionResult(
             proposal_id=self.state.proposal.proposal_id,
             decision=kind,

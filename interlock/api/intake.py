@@ -228,7 +228,8 @@ class Intake:
                 claims_namespace=self.settings.claims_namespace,
             )
             if submission.duplicate_of is not None:
-                status = await self._status_of(client, submission.duplicate_of)
+                # Read while attaching: no second describe of the owner per duplicate.
+                status = submission.duplicate_status or ProposalStatus.SUBMITTED
             elif submission.created:
                 status = ProposalStatus.SUBMITTED
             else:

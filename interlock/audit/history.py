@@ -74,8 +74,11 @@ def replayer(*, sandboxed: bool = True) -> Replayer:
     sandbox refuses (clock, randomness, I/O) fails the replay as it would fail a live worker.
     Unsandboxed, replay still checks that the code issues the commands the history records.
     """
+    from interlock.audit.replay_payloads import skip_inert_payload_passes
     from interlock.workflows.remediation import RemediationWorkflow
 
+    # DATA_CONVERTER has no codec and no external storage: the SDK's payload passes are no-ops.
+    skip_inert_payload_passes()
     runner: WorkflowRunner
     if sandboxed:
         from interlock.sandbox import workflow_runner

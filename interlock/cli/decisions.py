@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from interlock.cli.common import JsonFlag, app, fail, out, print_json, run, settings
+from interlock.cli.common import JsonFlag, app, err, fail, out, print_json, run, settings
 from interlock.models import DecisionInput
 from interlock.policy import PolicyError, load_policy
 from interlock.settings import Settings
@@ -40,6 +40,15 @@ def _decide(
             )
         inp = DecisionInput(approver=user or "", reason=reason, token=tok)
         result = await decide(client, proposal_id, decision, inp)
+        if tok is None and user:
+            # Accepted, but unsigned: say why, and how to sign next time (it counts only where
+            # the tier accepts unsigned decisions; high and critical need a signature).
+            err.print(
+                f"note: no private key for {user} at {key_path(s.keys_dir, user)}: this {decision} is "
+                f"UNSIGNED. To sign: `interlock keys generate {user}` and put the printed public key "
+                "in the policy's roster.",
+                markup=False,
+            )
         if json_out:
             print_json(result.model_dump(mode="json") | {"signed": tok is not None})
         else:

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from interlock.cli.common import JsonFlag, UsageError, app, fail, out, print_json, run, settings
-from interlock.models import Channel, ProposalState
+from interlock.models import Channel, PlaybookResult, ProposalState
 from interlock.policy import PolicyError, load_policy
 from interlock.settings import Settings
 from interlock.untrusted import plain
@@ -88,21 +88,58 @@ def propose(
 @app.command()
 def example(
     action: Annotated[
-        str, typer.Argument(help="restart_service, rollback_deployment or change_access")
+        str, typer.Argument(help="An action of the policy in force (`interlock policy check` lists them).")
     ] = "restart_service",
     proposal_id: Annotated[str, typer.Option("--id", help="proposal_id to use.")] = "prop-0001",
-    service: Annotated[str, typer.Option(help="Target service.")] = "checkout-api",
-    release: Annotated[str | None, typer.Option(help="Release for rollback_deployment.")] = None,
+    service: Annotated[
+        str | None, typer.Option(help="Target service (default: checkout-api, else the catalog's first).")
+    ] = None,
+    environment: Annotated[
+        str | None, typer.Option(help="Target environment (default: the service's first).")
+    ] = None,
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Narrow target.hosts to this catalog host (repeatable)."),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="NAME=VALUE, one of the action's allowed values (repeatable)."),
+    ] = None,
+    release: Annotated[str | None, typer.Option(help="Same as --param release=VALUE.")] = None,
+    incident: Annotated[str, typer.Option(help="Incident the proposal is for.")] = "INC-1234",
 ) -> None:
-    """Print an example proposal with a fresh observed_at (pipe it to `interlock propose -`)."""
-    from interlock.examples import PARAMETERS, example_proposal
+    """Print an example proposal for any action of the policy in force, with a fresh observed_at
+    (pipe it to `interlock propose -`)."""
+    from interlock.examples import ExampleError, example_proposal
 
-    if action not in PARAMETERS:
-        fail(f"unknown action {action!r} (known: {', '.join(PARAMETERS)})", 2)
-    params = dict(PARAMETERS[action])
+    s = settings()
+    try:
+        policy = load_policy(s.effective_policy_file)
+    except PolicyError as exc:
+        fail(str(exc), 2)
+    chosen: dict[str, str] = {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            fail(f"--param {item!r}: expected NAME=VALUE", 2)
+        chosen[name.strip()] = value.strip()
     if release is not None:
-        params["release"] = release
-    print_json(example_proposal(action, proposal_id, service, params))
+        chosen["release"] = release
+    try:
+        doc = example_proposal(
+            action,
+            proposal_id,
+            service,
+            policy=policy,
+            environment=environment,
+            hosts=host or None,
+            choose=chosen,
+            incident=incident,
+            strict=True,
+        )
+    except ExampleError as exc:
+        fail(str(exc), 2)
+    print_json(doc)
 
 
 @app.command(name="list")
@@ -212,6 +249,21 @@ def governance_of(state: ProposalState, s: Settings) -> Any:
         return None
 
 
+def print_run(result: PlaybookResult, indent: str = "") -> None:
+    """One playbook run: its stage, playbook and outcome, then one line per task and host."""
+    out.print(
+        Text(
+            plain(
+                f"{indent}- {result.stage.value}: {result.playbook} {result.status} (rc {result.rc})"
+                + (f": {result.error}" if result.error else "")
+            )
+        )
+    )
+    for task in result.tasks:
+        host = f"{task.host}: " if task.host else ""
+        out.print(Text(plain(f"{indent}    {task.status:9} {host}{task.task}")))
+
+
 def render_state(state: ProposalState, s: Settings | None = None) -> None:
     from interlock.presentation import approval_details
 
@@ -226,33 +278,24 @@ def render_state(state: ProposalState, s: Settings | None = None) -> None:
             in_code = not in_code
         whole = in_code or line.startswith(("```", "    interlock "))
         out.print(Text(line), soft_wrap=whole)
-    if state.execution or state.verification or state.rollback:
-        out.print(Text("\n### Execution"))
-        for result in (
-            state.execution,
-            state.verification,
-            state.rollback,
-            state.rollback_verification,
-        ):
-            if result is None:
-                continue
+    batches = state.execution.batches if state.execution else []
+    if batches:
+        # A rollout: each batch's own runs, under the per-host summary above ("Rollout, batch by
+        # batch"). Not the proposal-wide execution: that aggregate cannot say which stage failed.
+        out.print(Text("\n### Runs, batch by batch"))
+        for batch in batches:
             out.print(
-                Text(
-                    plain(
-                        f"- {result.stage.value}: {result.playbook} {result.status} (rc {result.rc})"
-                        + (f": {result.error}" if result.error else "")
-                    )
-                )
+                Text(plain(f"- batch {batch.index + 1}: {', '.join(batch.hosts)}: {batch.status.value}"))
             )
-            for task in result.tasks:
-                host = f"{task.host}: " if task.host else ""
-                out.print(Text(plain(f"    {task.status:9} {host}{task.task}")))
-    if state.execution and state.execution.batches:
-        from interlock.presentation import batch_lines
-
-        out.print(Text("\n### Batches"))
-        for line in batch_lines(state.execution.batches, markdown=False):
-            out.print(Text(plain(line)))
+            runs = (batch.execution, batch.verification, batch.rollback, batch.rollback_verification)
+            for result in runs:
+                if result is not None:
+                    print_run(result, indent="  ")
+    elif state.execution or state.verification or state.rollback:
+        out.print(Text("\n### Execution"))
+        for result in (state.execution, state.verification, state.rollback, state.rollback_verification):
+            if result is not None:
+                print_run(result)
     out.print(Text("\n### Timeline"))
     for entry in state.timeline:
         note = f"  {entry.note}" if entry.note else ""

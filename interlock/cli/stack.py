@@ -24,12 +24,31 @@ def up(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Port of the Prometheus /metrics endpoint (0: off).")
     ] = None,
+    no_lab: Annotated[
+        bool,
+        typer.Option(
+            "--no-lab",
+            help="Start no lab: your own policy and playbooks (INTERLOCK_POLICY, INTERLOCK_PLAYBOOKS).",
+        ),
+    ] = False,
 ) -> None:
     """Start the embedded stack: Temporal dev server, worker, lab, HTTP intake. Ctrl-C stops it all."""
     from interlock.api import ApiServeError, ApiSettings
-    from interlock.stack import run_stack
+    from interlock.stack import PortTaken, run_stack
 
     s = settings()
+    if no_lab:
+        # Without the lab, the built-in policy and playbooks would point at nothing.
+        missing = [
+            name
+            for name, field in (("INTERLOCK_POLICY", "policy_file"), ("INTERLOCK_PLAYBOOKS", "playbooks_dir"))
+            if field not in s.model_fields_set
+        ]
+        if missing:
+            fail(
+                f"interlock up --no-lab needs your own policy and playbooks: set {' and '.join(missing)}",
+                2,
+            )
     try:
         api = ApiSettings()
     except ValidationError as exc:
@@ -42,8 +61,12 @@ def up(
     if not external:
         s = s.model_copy(update={"temporal_address": f"localhost:{port}"})
     try:
-        run(lambda: run_stack(s, port=port, ui_port=ui_port, external=external, console=out, api=api))
-    except ApiServeError as exc:
+        run(
+            lambda: run_stack(
+                s, port=port, ui_port=ui_port, external=external, console=out, api=api, lab=not no_lab
+            )
+        )
+    except (ApiServeError, PortTaken) as exc:
         fail(str(exc), 1)
 
 

@@ -53,6 +53,9 @@ class SshFleet:
     ports: dict[str, int] = field(default_factory=dict)
     groups: dict[str, list[str]] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Variables every session on these hosts starts with (sshd's SetEnv), e.g. a PATH that puts
+    # a test double of a host tool first.
+    session_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def key_file(self) -> Path:
@@ -67,13 +70,20 @@ class SshFleet:
         return self.root / "hosts.yml"
 
     @classmethod
-    def start(cls, root: Path, groups: dict[str, list[str]]) -> SshFleet:
+    def start(
+        cls, root: Path, groups: dict[str, list[str]], session_env: dict[str, str] | None = None
+    ) -> SshFleet:
         """Start one sshd per host of `groups` (service -> hosts) and write key, known_hosts and
-        an inventory: group `lab` holds every host, and each service is a group of its hosts."""
+        an inventory: group `lab` holds every host, and each service is a group of its hosts.
+        `session_env`: variables set in every SSH session (names and values without spaces)."""
         if not SSHD.exists() or shutil.which("ssh-keygen") is None:
             raise SshUnavailable(f"{SSHD} or ssh-keygen missing: apt-get install openssh-server")
         root.mkdir(parents=True, exist_ok=True)
-        fleet = cls(root=root, groups={k: list(v) for k, v in groups.items()})
+        env = dict(session_env or {})
+        for name, value in env.items():
+            if not name.isidentifier() or any(c.isspace() or c == '"' for c in value):
+                raise ValueError(f"session_env {name!r}: a name and a value without spaces or quotes")
+        fleet = cls(root=root, groups={k: list(v) for k, v in groups.items()}, session_env=env)
         client_pub = _keygen(fleet.key_file)
         (root / "authorized_keys").write_text(client_pub + "\n")
         os.chmod(root / "authorized_keys", 0o600)
@@ -114,6 +124,7 @@ class SshFleet:
                     "StrictModes no",
                     "LogLevel ERROR",
                     f"AllowUsers {getpass.getuser()}",
+                    *(f"SetEnv {name}={value}" for name, value in self.session_env.items()),
                     "",
                 ]
             )

@@ -73,13 +73,17 @@ def test_the_summary_leads_with_what_risk_evidence_diff_who_and_how(gov: Governa
     assert re.search(r"Risk medium, 44/100: why</h3>\s*<ul>\s*<li>action \+30", html)
 
 
-def test_evidence_renders_as_nested_lists(gov: Governance) -> None:
+def test_evidence_details_render_one_line_each(gov: Governance) -> None:
+    """Each source is one item whose details (source said, answer) sit on lines of their own.
+    Not a nested list: Web UI 2.54's stylesheet shows nested items inline, run into one line."""
     html = _render(approval_details(_state(), gov=gov))
     evidence = html.split("Evidence, as its sources answered</h3>")[1].split("<h3>")[0]
-    # Each source is an item with its own nested list (source said, answer): not one paragraph.
-    assert evidence.count("<ul>") == 3
-    item = r"<li><strong>confirmed</strong>: lab-monitor <code>unhealthy</code>.*?\s*<ul>\s*<li>source said:"
-    assert re.search(item, evidence)
+    assert evidence.count("<ul>") == 1 and evidence.count("<li>") == 2
+    item = (
+        r"<li><strong>confirmed</strong>: lab-monitor <code>unhealthy</code>[^<]*<br />\s*"
+        r"\u21b3 source said: [^<]*<br />\s*\u21b3 answer: <code>"
+    )
+    assert re.search(item, evidence), evidence
 
 
 def test_the_diff_is_a_code_block_with_one_line_per_change(gov: Governance) -> None:

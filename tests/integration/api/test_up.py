@@ -47,6 +47,8 @@ async def test_up_serves_the_intake_on_its_api_port_and_stops_on_ctrl_c(tmp_path
         str(ui_port),
         "--api-port",
         str(api_port),
+        "--metrics-port",
+        str(free_port()),  # a taken port stops `up` before it starts: never assume 9464 is free
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

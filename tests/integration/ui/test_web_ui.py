@@ -17,6 +17,8 @@ from temporalio.testing import WorkflowEnvironment
 from interlock.lab import Lab
 from interlock.models import ProposalStatus
 from interlock.settings import Settings
+from tests.conftest import cli_env
+from tests.integration.ui.conftest import UI_TASK_QUEUE
 from tests.support import final, make_proposal, propose
 
 Page = Any  # playwright.async_api.Page, imported lazily so a missing package is a clear failure
@@ -42,7 +44,8 @@ async def current_details(page: Page, containing: str) -> str:
                 texts.append(await frame.inner_text("body", timeout=2000))
             except Exception:  # a frame replaced while the tab re-renders: read it next round
                 continue
-        text = "\n".join(texts)
+        # The UI's Markdown typesets "1/2" with a fraction slash (U+2044): read it as typed.
+        text = "\n".join(texts).replace("\u2044", "/")
         if containing in text:
             return text
         await asyncio.sleep(1)
@@ -124,6 +127,8 @@ async def test_an_approver_reads_approves_cancels_and_replays_in_the_web_ui(
     assert "Send an Update, Update name approve" in summary
     assert '{"approver": "alice", "reason": "evidence checked"}' in summary
     assert "-pid " in summary and "+pid " in summary  # the preview's diff, one line per change
+    # Each evidence item's details on lines of their own, not run into one paragraph.
+    assert "\n\u21b3 source said: checkout-api fails its health check" in summary, summary
     # Tall enough for the whole summary: it renders in an iframe that scrolls on its own.
     await page.set_viewport_size({"width": 1400, "height": 2500})
     await page.screenshot(path=screenshots / "approver-summary.png", full_page=True)
@@ -167,3 +172,104 @@ async def test_an_approver_reads_approves_cancels_and_replays_in_the_web_ui(
         assert "approve" in result.stdout  # the UI's Update is in the replayed timeline
     await page.context.close()
     await page2.context.close()
+
+
+def sign_commands(summary: str) -> list[str]:
+    """The `interlock sign` commands the summary prints, one per approver it names."""
+    return [line.strip() for line in summary.splitlines() if line.strip().startswith("interlock sign ")]
+
+
+async def run_sign(command: str, settings: Settings) -> dict[str, str]:
+    """Run a printed `interlock sign ...` command as the approver would (shlex, not a shell).
+    Asynchronously: the worker answering its query runs in this test's event loop."""
+    import shlex
+
+    args = shlex.split(command)
+    assert args[:2] == ["interlock", "sign"], command
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "interlock.cli",
+        *args[1:],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**cli_env(settings, UI_TASK_QUEUE), "COLUMNS": "100"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, (out + err).decode()
+    token = json.loads(out)
+    assert list(token) == ["token"], out
+    return token
+
+
+async def send_token(page: Page, token: dict[str, str]) -> Any:
+    await page.get_by_role("button", name="More Actions").click()
+    await page.get_by_role("menuitem", name="Send an Update").click()
+    dialog = page.locator("dialog[open]")
+    await dialog.get_by_test_id("update-select-button").click()
+    await dialog.get_by_role("option", name="approve", exact=True).click()
+    editor = dialog.locator(".cm-content")
+    await editor.click()
+    await page.keyboard.press("Control+A")
+    await page.keyboard.press("Delete")
+    await page.keyboard.insert_text(json.dumps(token))
+    await editor.evaluate("element => element.blur()")
+    await dialog.get_by_text('"token"').first.wait_for()
+    return dialog
+
+
+async def test_a_high_risk_proposal_is_approved_in_the_web_ui_with_two_signed_tokens(
+    ui_env: tuple[WorkflowEnvironment, str],
+    ui_settings: Settings,
+    ui_worker: str,
+    lab: Lab,
+    browser: Any,
+    screenshots: Path,
+) -> None:
+    """The README's high-risk walk-through, in the UI: a rollback to v0 needs two signed approvals,
+    one from the owning group. The approver follows only the summary: its `interlock sign`
+    commands, the token pasted into Send an Update; after the first, the summary says who is still
+    needed; after the second, the change runs (v0 is broken: it is rolled back by itself)."""
+    env, ui = ui_env
+    client: Client = env.client
+    lab.reset()
+    lab.degrade("checkout-api")
+    # A low confidence (+14) lifts the rollback to high, whatever else ran on this stack before.
+    proposal = make_proposal(ui_settings, "rollback_deployment", parameters={"release": "v0"})
+    proposal = proposal.model_copy(update={"confidence": 0.3})
+    state = await propose(client, ui_settings, ui_worker, proposal)
+    assert state.status is ProposalStatus.AWAITING_APPROVAL, state.reasons
+    assert state.risk is not None and state.risk.tier.value == "high", state.risk
+
+    page = await open_proposal(browser, ui, proposal.proposal_id)
+    summary = await current_details(page, "How to decide (high risk)")
+    assert "Only signed approvals count for high risk" in summary
+    assert "Still needed: 2 more approval(s) (0/2)" in summary, summary
+    await page.set_viewport_size({"width": 1400, "height": 2600})
+    await page.screenshot(path=screenshots / "approver-summary-high.png", full_page=True)
+    await page.set_viewport_size({"width": 1400, "height": 1000})
+    commands = sign_commands(summary)
+    assert commands and all(proposal.proposal_id in c for c in commands), summary
+
+    # The first approver: alice (sre), as the summary prints her command.
+    first = next(c for c in commands if "--as alice " in c)
+    dialog = await send_token(page, await run_sign(first, ui_settings))
+    await dialog.screenshot(path=screenshots / "send-an-update-signed.png")
+    await dialog.get_by_role("button", name="Submit").click()
+    await dialog.wait_for(state="detached")
+
+    # Now the summary names what is still missing and only who can complete the quorum.
+    summary = await current_details(page, "1 more approval(s) (1/2)")
+    assert "approve by alice (signed)" in summary, summary
+    commands = sign_commands(summary)
+    assert commands and not any("--as alice " in c for c in commands), commands
+    second = next(c for c in commands if "--as bob " in c)
+    dialog = await send_token(page, await run_sign(second, ui_settings))
+    await dialog.get_by_role("button", name="Submit").click()
+    await dialog.wait_for(state="detached")
+
+    done = await final(client, proposal.proposal_id)
+    assert done.status is ProposalStatus.ROLLED_BACK, done.reasons
+    assert [(d.approver, d.signed) for d in done.decisions or []] == [("alice", True), ("bob", True)]
+    await current_details(page, ": rolled_back")
+    await page.context.close()

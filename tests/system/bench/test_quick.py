@@ -46,7 +46,8 @@ def test_quick_mode_runs_every_benchmark_and_writes_results(tmp_path: Path) -> N
     for status in ("completed", "rolled_back", "rejected", "rejected_by_checks", "expired"):
         assert f"| {status}: " in text
     assert "bare Temporal workflow" in text and "plain `ansible-playbook" in text
-    assert len(BENCHMARKS) == 7
+    assert "| alert storm |" in text
+    assert len(BENCHMARKS) == 8
 
 
 def test_bad_size_is_refused_with_its_name() -> None:

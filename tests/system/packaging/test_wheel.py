@@ -39,6 +39,13 @@ def test_the_wheel_has_one_top_level_package_and_the_playbooks(tmp_path: Path) -
         "interlock/playbooks/project/library/lab_service.py",
         "interlock/playbooks/inventory/hosts.yml",
         "interlock/playbooks/env/envvars",
+        "interlock/playbooks/systemd/project/restart_service.yml",
+        "interlock/playbooks/systemd/project/restart_service_verify.yml",
+        "interlock/playbooks/systemd/project/restart_service_rollback.yml",
+        "interlock/playbooks/systemd/project/tasks/validate.yml",
+        "interlock/playbooks/systemd/inventory/hosts.yml",
+        "interlock/playbooks/systemd/env/envvars",
+        "interlock/playbooks/systemd/README.md",
         "interlock/default_policy.yaml",
         "interlock/py.typed",
     ):
