@@ -27,9 +27,19 @@ from ansible_runner.interface import init_runner
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from interlock import facts as host_facts
 from interlock.contracts import Activity
-from interlock.models import SAFE_NAME, PlaybookResult, PlaybookRun, RolloutPlan, Stage, TaskResult
-from interlock.policy import ActionSpec, Policy, load_policy
+from interlock.models import (
+    FACTS_REFUSED,
+    SAFE_NAME,
+    HostFacts,
+    PlaybookResult,
+    PlaybookRun,
+    RolloutPlan,
+    Stage,
+    TaskResult,
+)
+from interlock.policy import LAB_VARS, ActionSpec, Policy, load_policy
 from interlock.rollout import make_batches, previewed_hosts
 from interlock.settings import Settings
 from interlock.tracing import record_task_spans, tracer
@@ -46,12 +56,11 @@ TASK_EVENTS = {
     "runner_on_skipped": "skipped",
     "runner_on_unreachable": "unreachable",
 }
-# Facts a run playbook hands to its verify and rollback playbooks (via set_stats).
-FACT_KEYS = {"previous_pid", "previous_release", "previous_member", "pid"}
-
-
-# Variables Interlock itself sets for every playbook: a proposal can never set them.
-INTERLOCK_VARS = frozenset({"service", "lab_root", "service_manager", *FACT_KEYS})
+# Variables Interlock itself sets (`lab_root` and `service_manager` only for an action with
+# `lab_vars`; facts arrive inside `interlock_facts`): a proposal can never set them.
+INTERLOCK_VARS = frozenset({"service", *LAB_VARS})
+# The stages that receive the run's facts: what verify and rollback need to know per host.
+FACT_STAGES = (Stage.VERIFY, Stage.ROLLBACK, Stage.VERIFY_ROLLBACK)
 RESERVED_PREFIXES = ("ansible_", "interlock_")
 # Keys of a playbook that define variables (extra vars would override every one of them).
 _DEFINING_KEYS = {"vars", "register", "set_fact", "ansible.builtin.set_fact", "loop_var"}
@@ -96,8 +105,10 @@ def declared_parameters(
     problems: list[str] = []
     for name, value in sorted(parameters.items()):
         spec = action.parameters.get(name)
-        if reserved(name, playbook_vars):
-            problems.append(f"{name!r} is reserved (Interlock or the playbooks define it)")
+        if reserved(name, playbook_vars) or name in action.facts:
+            problems.append(
+                f"{name!r} is reserved (Interlock, the playbooks or the action's facts define it)"
+            )
         elif spec is None:
             problems.append(f"{name!r} is not a parameter of {action_name}")
         elif value not in spec.allowed:
@@ -131,6 +142,33 @@ def run_hosts(run: PlaybookRun, policy: Policy, proposal_hosts: list[str] | None
             non_retryable=True,
         )
     return list(hosts)
+
+
+def handed_facts(run: PlaybookRun, action: ActionSpec) -> HostFacts:
+    """The facts a verify or rollback run receives as `interlock_facts`, checked here at the door
+    to Ansible: hosts of this run only, declared facts only, each of its declared type."""
+    problems = host_facts.refused_handover(run.host_facts, action.facts, run.hosts)
+    if problems:
+        raise ApplicationError(
+            "facts refused: " + "; ".join(problems), type="ParametersRefused", non_retryable=True
+        )
+    return {host: dict(values) for host, values in run.host_facts.items()}
+
+
+def run_facts(
+    events: list[Any], tasks: list[TaskResult], stage: Stage, action: ActionSpec, successful: bool
+) -> tuple[HostFacts, str | None]:
+    """Each host's declared facts from its own set_stats result, and why they are refused (None
+    when they are not). A preview or execution that ran must report every declared fact of
+    every host it ran on, typed; other stages' facts are kept when declared, never required."""
+    hosts = sorted({t.host for t in tasks if t.host})
+    strict = successful and stage in (Stage.PREVIEW, Stage.EXECUTE)
+    found, problems = host_facts.check_facts(
+        host_facts.reported(events), action.facts, hosts, require_all=strict
+    )
+    if problems and strict:
+        return found, "declared facts refused: " + "; ".join(problems)
+    return found, None
 
 
 def safe_vars(values: dict[str, str], what: str) -> dict[str, str]:
@@ -171,16 +209,19 @@ class PlaybookRunner:
             declared_parameters(run.parameters, run.action, action, self.playbook_variables(digest)),
             "parameters",
         )
-        facts = safe_vars({k: v for k, v in run.facts.items() if k in FACT_KEYS}, "facts")
         rollback = run.stage in (Stage.ROLLBACK, Stage.VERIFY_ROLLBACK)
         slug = re.sub(r"[^a-z0-9._-]", "-", run.proposal_id.lower())[:48]
         unique = hashlib.sha256(run.proposal_id.encode()).hexdigest()[:8]
+        lab = (
+            {"lab_root": str(self.settings.lab_dir), "service_manager": self.settings.service_manager}
+            if action.lab_vars
+            else {}
+        )
         return {
             **params,
-            **(facts if run.stage is not Stage.PREVIEW else {}),
+            **lab,
+            **({"interlock_facts": handed_facts(run, action)} if run.stage in FACT_STAGES else {}),
             "service": safe_vars({"service": run.service}, "target")["service"],
-            "lab_root": str(self.settings.lab_dir),
-            "service_manager": self.settings.service_manager,
             # One idempotency key per proposal and direction: a retried execution after a
             # worker crash must not restart a service twice. Playbooks add the inventory host
             # to it (`interlock_change_id ~ '.' ~ inventory_hostname`): one change per host.
@@ -277,7 +318,9 @@ class PlaybookRunner:
             status = str(runner.status)
             span.set_attribute("ansible.status", status)
             span.set_attribute("ansible.rc", int(runner.rc if runner.rc is not None else -1))
-        tasks, facts = parse_events(events)
+        tasks = parse_events(events)
+        successful = status == "successful" and runner.rc == 0
+        facts, refused = run_facts(events, tasks, run.stage, action, successful)
         plan = None
         if run.stage is Stage.PREVIEW:
             fleet = policy.service_hosts(run.service, run.environment)
@@ -285,14 +328,16 @@ class PlaybookRunner:
         return PlaybookResult(
             stage=run.stage,
             playbook=playbook,
-            status=status,
+            # A run whose declared facts are refused did not give verify and rollback what they
+            # need: a preview so is refused before anyone approves, an execution is rolled back.
+            status=FACTS_REFUSED if refused else status,
             rc=int(runner.rc if runner.rc is not None else -1),
-            ok=status == "successful" and runner.rc == 0,
+            ok=successful and refused is None,
             tasks=tasks,
-            facts=facts,
+            host_facts=facts,
             started_at=started,
             finished_at=datetime.now(UTC),
-            error=None if status == "successful" else first_failure(tasks, status),
+            error=refused or (None if status == "successful" else first_failure(tasks, status)),
             playbooks_digest=digest,
             plan=plan,
         )
@@ -420,9 +465,8 @@ def remove_old_artifacts(artifacts_dir: Path, keep_seconds: float) -> None:
             pass
 
 
-def parse_events(events: Any) -> tuple[list[TaskResult], dict[str, str]]:
+def parse_events(events: Any) -> list[TaskResult]:
     tasks: list[TaskResult] = []
-    facts: dict[str, str] = {}
     for event in events:
         kind = event.get("event")
         data = event.get("event_data", {})
@@ -440,11 +484,7 @@ def parse_events(events: Any) -> tuple[list[TaskResult], dict[str, str]]:
                     duration_seconds=data.get("duration"),
                 )
             )
-        elif kind == "playbook_on_stats":
-            for key, value in (data.get("artifact_data") or {}).items():
-                if key in FACT_KEYS and value is not None:
-                    facts[key] = str(value)
-    return tasks, facts
+    return tasks
 
 
 def format_diff(diff: Any) -> str | None:

@@ -152,6 +152,8 @@ class ProposalChecks:
             risk_input=risk_input,
             evidence_max_age_seconds=min(action.evidence_sources[s].max_age.total_seconds() for s in cited),
             settle_seconds=settle_seconds(policy, proposal, evidence),
+            preview_attempts=action.preview_retry.attempts,
+            preview_backoff_seconds=action.preview_retry.backoff.total_seconds(),
             history_event_limit=self.settings.history_event_limit,
             dedup_key=policy.dedup.key_of(proposal, service),
         )

@@ -120,7 +120,9 @@ class ExecutionRecords:
         )
 
         async def count(*statuses: ProposalStatus) -> int:
-            extra = f" AND InterlockStatus IN {_statuses(statuses)}" if statuses else ""
+            # A preview that never reached a host judged nothing: not part of the track record.
+            judged = f" AND InterlockStatus != {_quote(ProposalStatus.PREVIEW_FAILED.value)}"
+            extra = f" AND InterlockStatus IN {_statuses(statuses)}" if statuses else judged
             return await self._count(base + extra)
 
         # Side by side: each is a round trip to the server, on the path to the first response.

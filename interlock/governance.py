@@ -128,6 +128,10 @@ class Assessment(BaseModel):
     evidence_max_age_seconds: float | None = None
     # The action's settle time: how long the evidence may take to clear after a run.
     settle_seconds: float | None = None
+    # The action's preview_retry: tries in all, and the wait before the second (then doubling).
+    # None in histories from before it: one try.
+    preview_attempts: int | None = None
+    preview_backoff_seconds: float | None = None
     # The worker's INTERLOCK_HISTORY_EVENT_LIMIT, fixed in history for this proposal.
     history_event_limit: int | None = None
     # The policy's dedup key for this proposal: a duplicate is attached only when its key is the same.

@@ -32,6 +32,11 @@ def _safe_name(value: str) -> str:
 
 SafeName = Annotated[str, AfterValidator(_safe_name)]
 
+# A fact a run playbook reports about one host (interlock/facts.py checks it against the
+# action's declaration); `HostFacts` is inventory host -> fact name -> value.
+FactValue = str | int | bool | list[str] | None
+HostFacts = dict[str, dict[str, FactValue]]
+
 
 class ProposalStatus(StrEnum):
     SUBMITTED = "submitted"
@@ -51,6 +56,9 @@ class ProposalStatus(StrEnum):
     ROLLED_BACK = "rolled_back"
     NEEDS_MANUAL_INTERVENTION = "needs_manual_intervention"
     SHADOWED = "shadowed"
+    # The preview could not run for infrastructure (a host unreachable, SSH refused), after the
+    # action's `preview_retry` attempts: nothing was judged, so no mark on the recommender.
+    PREVIEW_FAILED = "preview_failed"
     # Someone asked Temporal to cancel the workflow (CLI, SDK or the Web UI) before execution.
     CANCELLED = "cancelled"
 
@@ -74,6 +82,7 @@ FINAL_STATUSES = frozenset(
         ProposalStatus.ROLLED_BACK,
         ProposalStatus.NEEDS_MANUAL_INTERVENTION,
         ProposalStatus.SHADOWED,
+        ProposalStatus.PREVIEW_FAILED,
         ProposalStatus.CANCELLED,
     }
 )
@@ -234,7 +243,10 @@ class PlaybookRun(BaseModel):
     stage: Stage
     service: str
     parameters: dict[str, str]
+    # Histories from before per-host facts: one set of facts for the whole run (ignored now).
     facts: dict[str, str] = Field(default_factory=dict)
+    # What the run playbook reported per host, handed to verify and rollback as `interlock_facts`.
+    host_facts: HostFacts = Field(default_factory=dict)
     # For execution: the playbook tree digest that was approved; refuse to run anything else.
     expected_digest: str | None = None
     # The proposal's environment: where the catalog's hosts are looked up ("" in old histories).
@@ -283,6 +295,10 @@ class HostResult(BaseModel):
     reason: str | None = None
 
 
+# The status of a run whose declared facts were missing or not of their declared type.
+FACTS_REFUSED = "facts_refused"
+
+
 class PlaybookResult(BaseModel):
     stage: Stage
     playbook: str
@@ -290,7 +306,10 @@ class PlaybookResult(BaseModel):
     rc: int
     ok: bool
     tasks: list[TaskResult] = Field(default_factory=list)
+    # Histories from before per-host facts: Ansible's aggregate set_stats (never read now).
     facts: dict[str, str] = Field(default_factory=dict)
+    # The action's declared facts as each host reported them (its own set_stats result).
+    host_facts: HostFacts = Field(default_factory=dict)
     started_at: datetime
     finished_at: datetime
     error: str | None = None

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from interlock.durations import Duration, parse_duration
+from interlock.facts import FactSpec, fact_name_problem
 from interlock.models import SAFE_NAME, Proposal, RiskTier, Stage
 from interlock.sources import DEPLOY_CHECK, ActionSource, SourceSpec
 
@@ -129,6 +130,25 @@ class StageTimeouts(_Model):
         return value
 
 
+class PreviewRetry(_Model):
+    """How often a preview that failed for infrastructure (a host unreachable, SSH refused, ansible
+    rc 4) is tried in all, waiting `backoff` before the second try and twice as long before each
+    next one (durable workflow timers). Still failing, the proposal ends `preview_failed`."""
+
+    attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    backoff: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> PreviewRetry:
+        if not timedelta(0) <= self.backoff <= timedelta(minutes=10):
+            raise ValueError("backoff: between 0s and 10m")
+        return self
+
+
+# Variables only the lab's playbooks need: passed to an action's playbooks where it sets `lab_vars`.
+LAB_VARS = ("lab_root", "service_manager")
+
+
 class ActionSpec(_Model):
     description: str = ""
     owner: str
@@ -143,14 +163,27 @@ class ActionSpec(_Model):
     # Rolling execution over the service's hosts; None: every host in one batch.
     rollout: Rollout | None = None
     timeouts: StageTimeouts = Field(default_factory=StageTimeouts)
+    # What the run playbook reports per host (set_stats, per_host: true) for verify and
+    # rollback, by name and type; the preview must report every one of them, typed.
+    facts: dict[str, FactSpec] = Field(default_factory=dict)
+    preview_retry: PreviewRetry = Field(default_factory=PreviewRetry)
+    # The lab's playbooks need `lab_root` and `service_manager`; no other action receives them.
+    lab_vars: bool = False
 
     @model_validator(mode="after")
     def _parameter_names(self) -> ActionSpec:
         for name in self.parameters:
             if not SAFE_NAME.match(name) or name.lower().startswith("ansible_"):
                 raise ValueError(f"parameter name {name!r} is not allowed")
-            if name in ("service", "lab_root", "service_manager") or name.startswith("interlock_"):
+            if name in ("service", *LAB_VARS) or name.startswith("interlock_"):
                 raise ValueError(f"parameter name {name!r} is reserved for Interlock")
+        problems = [why for name in self.facts if (why := fact_name_problem(name))]
+        # A fact is never a parameter too: the activity refuses a parameter named like a fact.
+        problems += [
+            f"{name!r} is also a parameter of the action" for name in self.facts if name in self.parameters
+        ]
+        if problems:
+            raise ValueError("facts: " + "; ".join(problems))
         return self
 
 

@@ -145,3 +145,24 @@ def fleet_plan_hash(base: str, preview: PlaybookResult) -> str:
     }
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()
+
+
+def unreachable_hosts(result: PlaybookResult) -> list[str]:
+    """The hosts a run could not reach (a connection or SSH authentication failure), sorted."""
+    return sorted({t.host for t in result.tasks if t.status == "unreachable" and t.host})
+
+
+def infrastructure_failure(result: PlaybookResult) -> str | None:
+    """Why a failed run failed for infrastructure, naming the hosts, or None when it did not: a
+    host unreachable (SSH refused, authentication failed) or ansible-playbook's rc 4. A playbook
+    that ran and failed its own checks is not infrastructure: that is the preview's verdict."""
+    if result.ok:
+        return None
+    hosts = unreachable_hosts(result)
+    if hosts:
+        first = next(t for t in result.tasks if t.status == "unreachable")
+        detail = f": {first.msg.strip()[:300]}" if first.msg else ""
+        return f"unreachable: {', '.join(hosts)}{detail}"
+    if result.rc == 4:
+        return f"ansible-playbook rc 4 (hosts unreachable): {result.error or result.status}"
+    return None

@@ -56,4 +56,19 @@ GRADUATION = Patch(
     "graduation-evaluated", "0.2.0", "each final status is followed by judging the recommender's standing"
 )
 
-PATCHES = (PLAYBOOK_QUEUE, AUDIT_BATCH, REDERIVE, DUPLICATE_KEY, PLAN_HOSTS, ROLLOUT, GRADUATION)
+PREVIEW_RETRY = Patch(
+    "preview-retried-on-infrastructure",
+    "0.2.0",
+    "a preview that cannot reach a host is retried with backoff, then ends preview_failed",
+)
+
+PATCHES = (
+    PLAYBOOK_QUEUE,
+    AUDIT_BATCH,
+    REDERIVE,
+    DUPLICATE_KEY,
+    PLAN_HOSTS,
+    ROLLOUT,
+    GRADUATION,
+    PREVIEW_RETRY,
+)

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         risk_input_of,
     )
     from interlock.models import (
+        FACTS_REFUSED,
         DecisionKind,
         DecisionRecord,
         PrecheckInput,
@@ -72,6 +73,7 @@ class RemediationWorkflow(ExecutionStages, DecisionHandlers):
         self._audit_batching = False
         self._audit_queue: list[AuditEventIn] = []
         self._announced = False
+        self._preview_failure: str | None = None
 
     @workflow.run
     async def run(self, raw: RawValue) -> ProposalState:
@@ -152,8 +154,7 @@ class RemediationWorkflow(ExecutionStages, DecisionHandlers):
         if self._cancel is not None:
             return await self._finish_cancelled()
         if not await self._preview():
-            error = self.state.preview.error if self.state.preview else ""
-            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, [f"preview failed: {error}"])
+            return await self._preview_refused()
         assert self.state.preview is not None
         await self._audit(
             EventKind.PREVIEW,
@@ -192,6 +193,8 @@ class RemediationWorkflow(ExecutionStages, DecisionHandlers):
             if held is None:
                 break
             if held == "replan" and not await self._preview():
+                if self._preview_failure is not None:
+                    return await self._preview_refused()
                 return await self._finish(
                     ProposalStatus.REJECTED_BY_CHECKS,
                     ["plan changed after approval and the new preview failed"],
@@ -203,6 +206,20 @@ class RemediationWorkflow(ExecutionStages, DecisionHandlers):
             reasons = [f"condition cleared: {r}" for r in self.state.evidence_recheck.reasons]
             return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, reasons)
         return await self._execute()
+
+    async def _preview_refused(self) -> ProposalState:
+        """How a failed preview ends: preview_failed when no try reached the hosts, cancelled when
+        asked to during its retries, rejected_by_checks when it ran and refused the change."""
+        if self._preview_failure is not None:
+            if self._cancel is not None:
+                return await self._finish_cancelled()
+            return await self._finish(ProposalStatus.PREVIEW_FAILED, [self._preview_failure])
+        preview = self.state.preview
+        error = preview.error if preview else ""
+        if preview is not None and preview.status == FACTS_REFUSED:
+            # The preview ran, but does not report what verify and rollback were declared to get.
+            return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, [error or "declared facts refused"])
+        return await self._finish(ProposalStatus.REJECTED_BY_CHECKS, [f"preview failed: {error}"])
 
     def _maybe_auto_approve(self) -> None:
         why = gate.auto_approval(

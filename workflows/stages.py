@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         BatchStatus,
         EvidenceRecheck,
         EvidenceReport,
+        HostFacts,
         PlaybookResult,
         PlaybookRun,
         ProposalState,
@@ -40,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
 PLAN_HOSTS_PATCH = patches.PLAN_HOSTS.name
 # Execution goes through the hosts batch by batch (execute, verify; roll back on failure).
 ROLLOUT_PATCH = patches.ROLLOUT.name
+# A preview that failed for infrastructure is tried again (the action's preview_retry).
+PREVIEW_RETRY_PATCH = patches.PREVIEW_RETRY.name
 # A margin over a stage's own timeout (enforced by ansible-runner) for the activity around it.
 ACTIVITY_MARGIN = timedelta(seconds=60)
 DEFAULT_STAGE_TIMEOUT = timedelta(minutes=15)
@@ -56,6 +59,9 @@ def evidence_items(assessment: Assessment) -> list[dict[str, Any]]:
 
 
 class ExecutionStages(WorkflowCore):
+    # Why the last preview failed for infrastructure after its retries (None: it did not).
+    _preview_failure: str | None
+
     async def _execute(self) -> ProposalState:
         assert self.state.preview is not None
         for d in self.state.decisions:
@@ -83,7 +89,7 @@ class ExecutionStages(WorkflowCore):
         )
         if execution.ok:
             self._set_status(ProposalStatus.VERIFYING)
-            verification = self.state.verification = await self._playbook(Stage.VERIFY, execution.facts)
+            verification = self.state.verification = await self._playbook(Stage.VERIFY, execution.host_facts)
             if verification.ok:
                 unresolved = await self._evidence_not_cleared()
                 if unresolved:
@@ -94,10 +100,10 @@ class ExecutionStages(WorkflowCore):
             reasons = [f"execution failed: {execution.error}"]
 
         self._set_status(ProposalStatus.ROLLING_BACK)
-        rollback = self.state.rollback = await self._playbook(Stage.ROLLBACK, execution.facts)
+        rollback = self.state.rollback = await self._playbook(Stage.ROLLBACK, execution.host_facts)
         if rollback.ok:
             check = self.state.rollback_verification = await self._playbook(
-                Stage.VERIFY_ROLLBACK, execution.facts
+                Stage.VERIFY_ROLLBACK, execution.host_facts
             )
             if check.ok:
                 return await self._finish(ProposalStatus.ROLLED_BACK, [*reasons, "rollback ran and verified"])
@@ -190,7 +196,7 @@ class ExecutionStages(WorkflowCore):
         self._set_status(ProposalStatus.VERIFYING)
         workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
         verification = batch.verification = self.state.verification = await self._playbook(
-            Stage.VERIFY, execution.facts, hosts=batch.hosts, batch=batch.index
+            Stage.VERIFY, execution.host_facts, hosts=batch.hosts, batch=batch.index
         )
         if verification.ok:
             batch.status = BatchStatus.SUCCEEDED
@@ -213,7 +219,7 @@ class ExecutionStages(WorkflowCore):
             assert batch.execution is not None
             batch.status = BatchStatus.ROLLING_BACK
             workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
-            facts = batch.execution.facts
+            facts = {h: f for h, f in batch.execution.host_facts.items() if h in hosts}
             result = batch.rollback = self.state.rollback = await self._playbook(
                 Stage.ROLLBACK, facts, hosts=hosts, batch=batch.index
             )
@@ -306,6 +312,9 @@ class ExecutionStages(WorkflowCore):
         self._set_status(ProposalStatus.PREVIEWING)
         proposal = self.state.proposal
         preview = self.state.preview = await self._playbook(Stage.PREVIEW, hosts=proposal.target.hosts)
+        self._preview_failure = None
+        if rollout.infrastructure_failure(preview) and workflow.patched(PREVIEW_RETRY_PATCH):
+            preview = await self._retry_preview(preview)
         if not preview.ok:
             return False
         assert self.state.service is not None
@@ -320,6 +329,43 @@ class ExecutionStages(WorkflowCore):
             self.state.plan_hash = rollout.fleet_plan_hash(self.state.plan_hash, preview)
             self._rescore_with_hosts(preview.plan)
         return True
+
+    async def _retry_preview(self, preview: PlaybookResult) -> PlaybookResult:
+        """Try a preview that failed for infrastructure again, as often as the action's
+        preview_retry says, waiting its backoff (doubled each time) on a durable timer. Each try is
+        an audit event and a timeline entry; still failing, `_preview_failure` says why."""
+        assessment = self.w.assessment
+        attempts = (assessment.preview_attempts if assessment else None) or 1
+        backoff = (assessment.preview_backoff_seconds if assessment else None) or 0.0
+        attempt = 1
+        while True:
+            why = rollout.infrastructure_failure(preview)
+            last = why is not None and attempt >= attempts
+            wait = backoff * 2 ** (attempt - 1)
+            note = f"preview attempt {attempt} of {attempts}: " + (
+                "ok" if why is None else why if last else f"{why}; next try in {wait:g}s"
+            )
+            self._note(note)
+            await self._audit(
+                EventKind.PREVIEW_ATTEMPT,
+                data={"attempt": attempt, "attempts": attempts, "ok": why is None, "reason": why or ""},
+            )
+            if why is None:
+                return preview
+            if last or self._cancel is not None:
+                self._preview_failure = f"preview failed after {attempt} attempt(s): {why}"
+                return preview
+            if wait > 0:
+                try:
+                    await self._wait(lambda: False, timeout=timedelta(seconds=wait))
+                except TimeoutError:
+                    pass
+                if self._cancel is not None:
+                    self._preview_failure = f"preview failed after {attempt} attempt(s): {why}"
+                    return preview
+            attempt += 1
+            proposal = self.state.proposal
+            preview = self.state.preview = await self._playbook(Stage.PREVIEW, hosts=proposal.target.hosts)
 
     def _rescore_with_hosts(self, plan: RolloutPlan) -> None:
         """Risk again, now that the preview says which hosts would change (the `hosts` factor)."""
@@ -338,7 +384,7 @@ class ExecutionStages(WorkflowCore):
     async def _playbook(
         self,
         stage: Stage,
-        facts: dict[str, str] | None = None,
+        facts: HostFacts | None = None,
         expected_digest: str | None = None,
         abortable: bool = False,
         hosts: list[str] | None = None,
@@ -352,7 +398,7 @@ class ExecutionStages(WorkflowCore):
             stage=stage,
             service=self.state.service.canonical,
             parameters=dict(proposal.parameters),
-            facts=facts or {},
+            host_facts=facts or {},
             expected_digest=expected_digest,
             environment=proposal.target.environment,
             hosts=list(hosts) if hosts is not None else None,

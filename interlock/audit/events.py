@@ -19,6 +19,8 @@ class EventKind(StrEnum):
     EVIDENCE_CHECKED = "evidence_checked"
     RISK_ASSESSED = "risk_assessed"
     PREVIEW = "preview"
+    # A preview retried after an infrastructure failure. data: attempt, attempts, ok, reason.
+    PREVIEW_ATTEMPT = "preview_attempt"
     # data: decision (approve|reject), approver, reason, signed, human.
     DECISION = "decision"
     DECISION_REFUSED = "decision_refused"
@@ -54,9 +56,12 @@ FINAL_STATUSES = frozenset(
         "rolled_back",
         "needs_manual_intervention",
         "shadowed",
+        "preview_failed",
         "cancelled",
     }
 )
+# Final statuses that judge nothing about the recommendation: left out of a standing's figures.
+UNJUDGED_STATUSES = frozenset({"preview_failed"})
 # Final statuses that mean the recommendation was wrong: people or checks refused it, or it
 # ran and did not fix the problem.
 FALSE_RECOMMENDATION_STATUSES = frozenset(

@@ -33,7 +33,12 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from interlock.audit.events import FALSE_RECOMMENDATION_STATUSES, FINAL_STATUSES, EventKind
+from interlock.audit.events import (
+    FALSE_RECOMMENDATION_STATUSES,
+    FINAL_STATUSES,
+    UNJUDGED_STATUSES,
+    EventKind,
+)
 from interlock.audit.store import TABLE, AuditStoreError, one_line
 
 if TYPE_CHECKING:
@@ -875,7 +880,8 @@ def standing_figures(
         "environment": environment,
     }
     p = _scorecard_proposals(filters, since)
-    final = p.c.final_status.is_not(None)
+    # A preview that never reached a host judged nothing about the recommendation.
+    final = p.c.final_status.is_not(None) & ~_in(p.c.final_status, UNJUDGED_STATUSES)
     false_statuses = frozenset(FALSE_RECOMMENDATION_STATUSES)
     query = select(
         func.count().filter(final).label("proposals"),

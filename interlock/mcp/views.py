@@ -37,6 +37,10 @@ _OUTCOMES: dict[ProposalStatus, str] = {
         "The change or its rollback did not finish cleanly; a person must look at the system."
     ),
     ProposalStatus.SHADOWED: "Shadow mode: assessed and recorded, never asked for and never run.",
+    ProposalStatus.PREVIEW_FAILED: (
+        "The preview could not reach a host (after its retries); nothing ran and nobody was asked. "
+        "Not a verdict on the recommendation: it may be proposed again once the host is back."
+    ),
 }
 
 

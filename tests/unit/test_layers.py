@@ -23,6 +23,7 @@ DOMAIN = {
     "interlock.durations",
     "interlock.risk",
     "interlock.rollout",
+    "interlock.facts",
     "interlock.gate",
     "interlock.governance",
     "interlock.presentation",

@@ -4,7 +4,8 @@ A change to the workflow that breaks determinism for proposals already in flight
 The `*_before_*` histories were recorded by earlier versions of the workflow (before the
 playbook task queue, before audit batches): they must keep replaying, through `workflow.patched`.
 Re-record with `INTERLOCK_RECORD_HISTORIES=1 pytest tests/integration/workflows/test_lifecycle.py` (and
-`tests/integration/api/test_dedup.py -k five` for duplicates_attached, a proposal with four duplicates).
+`tests/integration/api/test_dedup.py -k five` for duplicates_attached, a proposal with four duplicates;
+`tests/integration/fleet/test_preview.py -k unauthorised` for preview_failed, over real SSH).
 """
 
 from __future__ import annotations

@@ -186,3 +186,26 @@ def test_a_host_that_is_a_pattern_is_refused() -> None:
 
     with pytest.raises(PolicyError, match="not a safe inventory name"):
         parse_policy(POLICY.replace("[web-1, web-2, web-3]", "['web-*', 'all:!db']"))
+
+
+def test_an_unreachable_host_is_an_infrastructure_failure_naming_it() -> None:
+    from interlock.rollout import infrastructure_failure
+
+    def result(rc: int, *tasks: tuple[str, str, str]) -> PlaybookResult:
+        return PlaybookResult(
+            stage=Stage.PREVIEW, playbook="r.yml", status="failed", rc=rc, ok=False,
+            tasks=[TaskResult(host=h, task="Restart", status=s, msg=m) for h, s, m in tasks],
+            started_at=NOW, finished_at=NOW, error="task failed",
+        )  # fmt: skip
+
+    failed = result(
+        4,
+        ("web-1", "ok", ""),
+        ("web-2", "unreachable", "Failed to connect to the host via ssh: Permission denied (publickey)."),
+    )
+    assert infrastructure_failure(failed) == (
+        "unreachable: web-2: Failed to connect to the host via ssh: Permission denied (publickey)."
+    )
+    assert infrastructure_failure(result(4)) == "ansible-playbook rc 4 (hosts unreachable): task failed"
+    # A playbook that ran and refused the change is the preview's verdict, not infrastructure.
+    assert infrastructure_failure(result(2, ("web-1", "failed", "assert failed"))) is None

@@ -117,6 +117,18 @@ def test_a_clean_record_promotes_exactly_once_then_a_rollback_demotes(store: Aud
     assert pilot.mode() is Mode.SHADOW
 
 
+def test_a_preview_that_never_reached_a_host_counts_for_nothing(store: AuditStore) -> None:
+    pilot = Pilot(store, policy_with())
+    # preview_failed judged nothing: however many, no promotion (3 finals are needed) ...
+    for _ in range(5):
+        assert pilot.finish("preview_failed") == []
+    assert pilot.mode() is Mode.SHADOW
+    # ... and once there are 3 judged finals, the figures count those only.
+    pilot.finish("shadowed"), pilot.finish("shadowed")
+    [change] = pilot.finish("shadowed")
+    assert change.to_mode is Mode.APPROVE and change.figures["proposals"] == 3
+
+
 def test_a_new_model_version_starts_in_shadow(store: AuditStore) -> None:
     old = Pilot(store, policy_with())
     for _ in range(3):

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from interlock.facts import reported
+
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 
 
@@ -20,16 +22,15 @@ class PlaybookRun:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """What the playbook reported with set_stats (per_host: false).
+        """What the playbook reported with set_stats (per_host: true), for its one host.
 
-        ansible-runner's callback puts the custom stats into the ``artifact_data`` of
-        the ``playbook_on_stats`` event; ``Runner.stats`` does not carry them.
+        Read the way Interlock reads it: from the host's own set_stats task result (the
+        ``runner_on_ok`` event), never from the aggregate of the ``playbook_on_stats`` event.
         """
-        for event in self.events:
-            if event["event"] == "playbook_on_stats":
-                data: dict[str, Any] = event["event_data"]["artifact_data"]
-                return data
-        raise AssertionError("the run produced no playbook_on_stats event")
+        per_host = reported(self.events)
+        if len(per_host) != 1:
+            raise AssertionError(f"expected set_stats from one host, got {sorted(per_host) or 'none'}")
+        return next(iter(per_host.values()))
 
     def changed_tasks(self) -> dict[str, dict[str, Any]]:
         """Task name -> module result, for every task that reported a change."""

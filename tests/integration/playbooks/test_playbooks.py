@@ -23,8 +23,15 @@ def change_id() -> str:
     return f"chg-{uuid.uuid4().hex[:12]}"
 
 
+# Facts a run playbook reports; verify and rollback read them per host from interlock_facts.
+FACTS = ("previous_pid", "previous_release", "previous_member")
+
+
 def extravars(lab: Lab, cid: str, **values: Any) -> dict[str, Any]:
-    return {"lab_root": str(lab.root), "interlock_change_id": cid, **values}
+    """Extra vars as Interlock passes them: facts go in `interlock_facts`, keyed by host."""
+    facts = {name: values.pop(name) for name in FACTS if name in values}
+    handed = {"interlock_facts": {"localhost": facts}} if facts else {}
+    return {"lab_root": str(lab.root), "interlock_change_id": cid, **values, **handed}
 
 
 def snapshot(lab: Lab) -> dict[str, Any]:
@@ -52,7 +59,7 @@ def test_restart_changes_the_pid_and_verify_passes(lab: Lab, run_playbook: RunPl
     assert (run.status, run.rc) == ("successful", 0)
     after = lab.status()["services"]["checkout-api"]
     assert after["healthy"] and after["pid"] != before
-    # set_stats arrive as the artifact_data of the playbook_on_stats event.
+    # set_stats arrive per host, in the host's own set_stats task result.
     assert run.stats == {"service": "checkout-api", "previous_pid": before, "pid": after["pid"]}
     assert run.changed_tasks()["Restart the lab service once per change"]["diff"] == {
         "before": f"pid {before} running\n",

@@ -9,10 +9,10 @@ import pytest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from interlock.activities.ansible import declared_parameters, playbook_variables
+from interlock.activities.ansible import PlaybookRunner, declared_parameters, playbook_variables
 from interlock.governance import RemediationRun
 from interlock.lab import Lab
-from interlock.models import ProposalStatus
+from interlock.models import PlaybookRun, ProposalStatus, Stage
 from interlock.policy import load_policy
 from interlock.settings import Settings
 from tests.integration.trust.support import lab_changes, now, start_by_hand, wait_status
@@ -58,6 +58,42 @@ def test_a_policy_declaring_a_playbook_variable_does_not_make_it_settable(settin
     )
     with pytest.raises(ApplicationError, match="'lab_config' is reserved"):
         declared_parameters({"lab_config": "x"}, "restart_service", widened, playbook_variables(PLAYBOOKS))
+
+
+def run_of(stage: Stage, **kw: object) -> PlaybookRun:
+    return PlaybookRun.model_validate(
+        {"proposal_id": "p-1", "action": "restart_service", "stage": stage, "service": "checkout-api",
+         "parameters": {}, **kw}
+    )  # fmt: skip
+
+
+def test_lab_variables_reach_only_an_action_that_declares_them(settings: Settings) -> None:
+    runner = PlaybookRunner(settings)
+    action = load_policy(settings.effective_policy_file).actions["restart_service"]
+    assert action.lab_vars
+    lab = runner.extra_vars(run_of(Stage.EXECUTE), action, "d")
+    assert lab["lab_root"] == str(settings.lab_dir) and "service_manager" in lab
+    own = runner.extra_vars(run_of(Stage.EXECUTE), action.model_copy(update={"lab_vars": False}), "d")
+    assert "lab_root" not in own and "service_manager" not in own
+    assert set(own) == {"service", "interlock_change_id", "interlock_direction"}
+
+
+def test_facts_reach_verify_and_rollback_per_host_and_are_checked_at_the_door(settings: Settings) -> None:
+    runner = PlaybookRunner(settings)
+    action = load_policy(settings.effective_policy_file).actions["restart_service"]
+    facts = {"web-1": {"previous_pid": 11, "pid": 12}, "web-2": {"previous_pid": None, "pid": 22}}
+    verify = runner.extra_vars(run_of(Stage.VERIFY, host_facts=facts, hosts=["web-1", "web-2"]), action, "d")
+    assert verify["interlock_facts"] == facts
+    # A run playbook never receives facts: it reports them.
+    assert "interlock_facts" not in runner.extra_vars(run_of(Stage.EXECUTE, host_facts=facts), action, "d")
+    for given, refusal in [
+        ({"web-1": {"previous_pid": "11"}}, "web-1: fact 'previous_pid': expected int or null, got str"),
+        ({"web-1": {"shell": "x"}}, "web-1: fact 'shell': not declared"),
+        ({"web-3": {"pid": 1}}, "web-3: not a host of this run (web-1, web-2)"),
+    ]:
+        with pytest.raises(ApplicationError) as exc:
+            runner.extra_vars(run_of(Stage.ROLLBACK, host_facts=given, hosts=["web-1", "web-2"]), action, "d")
+        assert exc.value.message == f"facts refused: {refusal}" and exc.value.non_retryable
 
 
 async def test_a_hand_started_proposal_cannot_reach_ansible_with_a_playbook_variable(
