@@ -49,7 +49,8 @@ class NoopPlaybooks:
                     msg=None if ok else "no-op verify failure (benchmark)",
                 )
             ],
-            facts={"previous_pid": "1", "pid": "2"} if run.stage is Stage.EXECUTE else {},
+            # Per host, as a real run reports them (set_stats per_host) for verify and rollback.
+            host_facts={"lab": {"previous_pid": 1, "pid": 2}} if run.stage is Stage.EXECUTE else {},
             started_at=now,
             finished_at=datetime.now(UTC),
             error=None if ok else "no-op verify failure (benchmark)",
