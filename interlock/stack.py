@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
 from rich.console import Console
 
 from interlock import search
@@ -22,7 +23,7 @@ from interlock.api.settings import ApiSettings
 from interlock.dedup import claims_namespace
 from interlock.keys import ensure_dev_keys
 from interlock.policy import default_policy_text, load_policy
-from interlock.settings import Settings
+from interlock.settings import BUILTIN_PLAYBOOKS, Settings
 from interlock.temporal import TemporalUnavailable, connect, ensure_search_attributes
 
 if TYPE_CHECKING:
@@ -237,7 +238,60 @@ async def wait_for_intake(api: ApiSettings, serving: asyncio.Task[None]) -> None
     raise TimeoutError(f"the intake did not listen on {api.host}:{api.port} within 10s")
 
 
-def prepare_home(settings: Settings, ui_port: int = 8233) -> None:
+# The lab `interlock up` runs is a fleet: checkout-api on web-1..3, inventory-api on two hosts,
+# each host its own process, reached with a local connection. Restarts roll one host at a time.
+FLEET_ROLLOUT = {"batch": 1, "max_failed": 0, "pause": "2s"}
+
+
+def fleet_policy_text(ui_port: int = 8233) -> str:
+    """The default policy with the lab's fleet in its catalog and a rolling restart: what
+    `interlock up` writes to the state folder for the team to edit. Edited as text, so its
+    comments (and the roster's one-line entries, which get dev keys) stay as they are."""
+    from interlock.lab import Lab
+
+    text = default_policy_text().replace(
+        'ui_base_url: "http://localhost:8233"', f'ui_base_url: "http://localhost:{ui_port}"'
+    )
+    for service, hosts in Lab.fleet().items():
+        anchor = f"\n  {service}:\n"
+        at = text.index(anchor) + len(anchor)
+        text = text[:at] + f"    hosts: {{lab: [{', '.join(hosts)}]}}   # the lab's fleet\n" + text[at:]
+    anchor = "\n  restart_service:\n"
+    at = text.index(anchor) + len(anchor)
+    rollout = ", ".join(f"{k}: {v}" for k, v in FLEET_ROLLOUT.items())
+    text = text[:at] + f"    rollout: {{{rollout}}}   # one host at a time\n" + text[at:]
+    head = "# Written by `interlock up`: Interlock's default policy with the lab's fleet. Edit freely.\n"
+    return head + text
+
+
+def fleet_inventory() -> dict[str, object]:
+    """The lab's fleet for Ansible: group `lab` holds every host (local connection), and each
+    service is a group of its hosts, as on an SSH fleet (interlock.lab.ssh)."""
+    from interlock.lab import Lab
+
+    local = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+    fleet = Lab.fleet()
+    hosts = {h: dict(local) for names in fleet.values() for h in names}
+    return {"lab": {"hosts": hosts, "children": {s: {"hosts": dict.fromkeys(n)} for s, n in fleet.items()}}}
+
+
+def prepare_fleet_playbooks(home: Path) -> Path:
+    """The built-in playbooks with the fleet's inventory, under the state folder (made once; the
+    team's to edit). The worker runs these; the plan hash binds them like any playbook tree."""
+    target = home / "playbooks"
+    if not target.exists():
+        partial = home / "playbooks.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(BUILTIN_PLAYBOOKS, partial, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (partial / "inventory" / "hosts.yml").write_text(
+            "---\n# Written by `interlock up`: the lab's fleet, reached with a local connection.\n"
+            + yaml.safe_dump(fleet_inventory(), sort_keys=False)
+        )
+        partial.rename(target)
+    return target
+
+
+def prepare_home(settings: Settings, ui_port: int = 8233, fleet: bool = False) -> None:
     home = settings.home_dir
     home.mkdir(parents=True, exist_ok=True)
     local_policy = home / "policy.yaml"
@@ -245,8 +299,12 @@ def prepare_home(settings: Settings, ui_port: int = 8233) -> None:
         # A copy the team can edit; the packaged default stays pristine. The embedded roster
         # gets dev keys so `interlock approve --as alice` can sign out of the box.
         # Notification links point at this stack's Web UI.
-        text = default_policy_text().replace(
-            'ui_base_url: "http://localhost:8233"', f'ui_base_url: "http://localhost:{ui_port}"'
+        text = (
+            fleet_policy_text(ui_port)
+            if fleet
+            else default_policy_text().replace(
+                'ui_base_url: "http://localhost:8233"', f'ui_base_url: "http://localhost:{ui_port}"'
+            )
         )
         local_policy.write_text(text)
         ensure_dev_keys(local_policy, home / "keys")
@@ -281,7 +339,16 @@ async def run_stack(
         filename=str(settings.home_dir / "interlock.log") if settings.home_dir.exists() else None,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    prepare_home(settings, ui_port)
+    # The lab as a fleet, with its own policy and playbook copies, unless the team brought its
+    # own playbooks, or a lab from before the fleet is still here (it keeps its one process).
+    fleet = (
+        the_lab is not None
+        and settings.playbooks_dir == BUILTIN_PLAYBOOKS
+        and (not the_lab.exists() or bool(the_lab.config["services"]["checkout-api"].get("hosts")))
+    )
+    prepare_home(settings, ui_port, fleet=fleet)
+    if fleet:
+        settings = settings.model_copy(update={"playbooks_dir": prepare_fleet_playbooks(settings.home_dir)})
     home = settings.home_dir
     server: subprocess.Popen[bytes] | None = None
     stop = asyncio.Event()
@@ -306,7 +373,7 @@ async def run_stack(
 
         if the_lab is not None:
             if not the_lab.exists():
-                the_lab.create()
+                the_lab.create(hosts=Lab.fleet() if fleet else None)
             the_lab.start()
 
         worker = build_worker(client, settings)
