@@ -339,15 +339,14 @@ async def run_stack(
         filename=str(settings.home_dir / "interlock.log") if settings.home_dir.exists() else None,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    # The lab as a fleet, with its own policy and playbook copies, unless the team brought its
-    # own playbooks, or a lab from before the fleet is still here (it keeps its one process).
-    fleet = (
-        the_lab is not None
-        and settings.playbooks_dir == BUILTIN_PLAYBOOKS
-        and (not the_lab.exists() or bool(the_lab.config["services"]["checkout-api"].get("hosts")))
+    # A new lab is a fleet (a lab from before the fleet keeps its one process per service). With
+    # it come a policy naming its hosts and, unless the team brought its own playbooks, a copy of
+    # the built-in ones with the fleet's inventory.
+    fleet = the_lab is not None and (
+        not the_lab.exists() or bool(the_lab.config["services"]["checkout-api"].get("hosts"))
     )
     prepare_home(settings, ui_port, fleet=fleet)
-    if fleet:
+    if fleet and settings.playbooks_dir == BUILTIN_PLAYBOOKS:
         settings = settings.model_copy(update={"playbooks_dir": prepare_fleet_playbooks(settings.home_dir)})
     home = settings.home_dir
     server: subprocess.Popen[bytes] | None = None
