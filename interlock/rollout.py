@@ -48,6 +48,13 @@ def previewed_hosts(tasks: list[TaskResult], order: list[str]) -> list[str]:
     return listed + sorted(seen - set(listed))
 
 
+def after_rollback(results: list[HostResult], verified: list[HostResult]) -> list[HostResult]:
+    """A rolled-back batch's host lines: the rollback's verification for each host, but a
+    host's failure (the reason the batch was rolled back) is kept as it was."""
+    kept = {r.host: r for r in results if r.status in ("failed", "unreachable")}
+    return [kept.get(r.host, r) for r in verified]
+
+
 def host_results(result: PlaybookResult, hosts: list[str]) -> list[HostResult]:
     """One line per host of a run: its worst task status, and the first failure's reason.
 

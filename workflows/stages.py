@@ -231,6 +231,9 @@ class ExecutionStages(WorkflowCore):
             if check is not None and check.ok:
                 batch.status = BatchStatus.ROLLED_BACK
                 rolled += hosts
+                # Each host's line says where it ended (its rollback verified), except a host
+                # whose failure caused the rollback: its reason stays what the approver reads.
+                batch.results = rollout.after_rollback(batch.results, rollout.host_results(check, hosts))
             else:
                 batch.status = BatchStatus.ROLLBACK_FAILED
                 failed += hosts

@@ -209,3 +209,23 @@ def test_an_unreachable_host_is_an_infrastructure_failure_naming_it() -> None:
     assert infrastructure_failure(result(4)) == "ansible-playbook rc 4 (hosts unreachable): task failed"
     # A playbook that ran and refused the change is the preview's verdict, not infrastructure.
     assert infrastructure_failure(result(2, ("web-1", "failed", "assert failed"))) is None
+
+
+def test_a_rolled_back_batch_shows_each_host_where_it_ended_but_keeps_the_failure() -> None:
+    from interlock.models import HostResult, Stage
+    from interlock.rollout import after_rollback
+
+    forward = [
+        HostResult(host="web-1", stage=Stage.EXECUTE, status="changed", changed=True),
+        HostResult(host="web-2", stage=Stage.VERIFY, status="failed", reason="web-2 answered 503"),
+    ]
+    verified = [
+        HostResult(host="web-1", stage=Stage.VERIFY_ROLLBACK, status="ok"),
+        HostResult(host="web-2", stage=Stage.VERIFY_ROLLBACK, status="ok"),
+    ]
+    shown = after_rollback(forward, verified)
+    assert [(r.host, r.stage, r.status) for r in shown] == [
+        ("web-1", Stage.VERIFY_ROLLBACK, "ok"),
+        ("web-2", Stage.VERIFY, "failed"),
+    ]
+    assert shown[1].reason == "web-2 answered 503"

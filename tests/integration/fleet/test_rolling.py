@@ -95,6 +95,9 @@ async def test_a_host_broken_by_the_restart_rolls_back_the_changed_hosts_only(
     assert web2.rollback is not None and web1.rollback is not None
     assert web2.rollback.finished_at <= web1.rollback.started_at
     assert {t.host for t in web1.rollback.tasks} == {"web-1"}
+    # Each host's line says where it ended: web-1 rolled back and verified, web-2 why it failed.
+    assert [(r.host, r.stage.value, r.status) for r in web1.results] == [("web-1", "verify_rollback", "ok")]
+    assert [(r.host, r.stage.value, r.status) for r in web2.results] == [("web-2", "verify", "failed")]
     assert any("web-2" in r for r in done.reasons[:1]), done.reasons
     assert "never touched: web-3" in done.reasons[-1]
 
