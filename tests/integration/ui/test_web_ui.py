@@ -71,7 +71,8 @@ async def type_payload(page: Page, dialog: Any, payload: dict[str, str]) -> None
     await page.keyboard.insert_text(json.dumps(payload))
     # The JSON editor reformats on blur; a Submit click that lands before it is lost.
     await editor.evaluate("element => element.blur()")
-    await dialog.get_by_text(f'"{payload["reason"]}"').wait_for()
+    # The payload is in the editor: its reason, or for a signed token its key.
+    await dialog.get_by_text(f'"{payload.get("reason", "token")}"').first.wait_for()
 
 
 async def download_history(page: Page, kind: str, to: Path) -> Path:
@@ -202,22 +203,6 @@ async def run_sign(command: str, settings: Settings) -> dict[str, str]:
     return token
 
 
-async def send_token(page: Page, token: dict[str, str]) -> Any:
-    await page.get_by_role("button", name="More Actions").click()
-    await page.get_by_role("menuitem", name="Send an Update").click()
-    dialog = page.locator("dialog[open]")
-    await dialog.get_by_test_id("update-select-button").click()
-    await dialog.get_by_role("option", name="approve", exact=True).click()
-    editor = dialog.locator(".cm-content")
-    await editor.click()
-    await page.keyboard.press("Control+A")
-    await page.keyboard.press("Delete")
-    await page.keyboard.insert_text(json.dumps(token))
-    await editor.evaluate("element => element.blur()")
-    await dialog.get_by_text('"token"').first.wait_for()
-    return dialog
-
-
 async def test_a_high_risk_proposal_is_approved_in_the_web_ui_with_two_signed_tokens(
     ui_env: tuple[WorkflowEnvironment, str],
     ui_settings: Settings,
@@ -253,7 +238,7 @@ async def test_a_high_risk_proposal_is_approved_in_the_web_ui_with_two_signed_to
 
     # The first approver: alice (sre), as the summary prints her command.
     first = next(c for c in commands if "--as alice " in c)
-    dialog = await send_token(page, await run_sign(first, ui_settings))
+    dialog = await update_dialog(page, "approve", await run_sign(first, ui_settings))
     await dialog.screenshot(path=screenshots / "send-an-update-signed.png")
     await dialog.get_by_role("button", name="Submit").click()
     await dialog.wait_for(state="detached")
@@ -264,7 +249,7 @@ async def test_a_high_risk_proposal_is_approved_in_the_web_ui_with_two_signed_to
     commands = sign_commands(summary)
     assert commands and not any("--as alice " in c for c in commands), commands
     second = next(c for c in commands if "--as bob " in c)
-    dialog = await send_token(page, await run_sign(second, ui_settings))
+    dialog = await update_dialog(page, "approve", await run_sign(second, ui_settings))
     await dialog.get_by_role("button", name="Submit").click()
     await dialog.wait_for(state="detached")
 
