@@ -8,6 +8,7 @@ task's result is kept for the approver and the audit trail.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
 import hashlib
 import logging
@@ -17,21 +18,26 @@ import shutil
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from ansible_runner.interface import init_runner
+from opentelemetry import trace as otel_trace
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from interlock import facts as host_facts
+from interlock.activities.handover import CHECKED_BY, HANDOVER_FILE, StageSplit, write_change_playbook
 from interlock.contracts import Activity
 from interlock.models import (
     FACTS_REFUSED,
     SAFE_NAME,
+    ChangeResult,
     HostFacts,
     PlaybookResult,
     PlaybookRun,
@@ -181,6 +187,23 @@ def safe_vars(values: dict[str, str], what: str) -> dict[str, str]:
     return dict(values)
 
 
+@dataclass
+class Job:
+    """One run as checked at the door to Ansible (`PlaybookRunner._prepare`)."""
+
+    run: PlaybookRun
+    policy: Policy
+    action: ActionSpec
+    hosts: list[str] | None
+    digest: str
+    extravars: dict[str, Any]
+    ident: str
+
+
+def _wall(seconds: float | None) -> datetime | None:
+    return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
+
+
 class PlaybookRunner:
     def __init__(
         self,
@@ -232,22 +255,113 @@ class PlaybookRunner:
 
     @activity.defn(name=Activity.RUN_PLAYBOOK)
     async def run_playbook(self, run: PlaybookRun) -> PlaybookResult:
+        job = await self._prepare(run)
+        playbook = job.action.playbooks.for_stage(run.stage)
+        started = datetime.now(UTC)
+        # The stage's span, a child of the activity's; each task is a child of it.
+        with self.tracer.start_as_current_span(
+            f"stage: {run.stage.value}",
+            attributes={
+                "interlock.proposal_id": run.proposal_id,
+                "interlock.stage": run.stage.value,
+                "ansible.playbook": playbook,
+            },
+        ) as span:
+            runner, events = await self._ansible(
+                job, playbook, int(self._stage_seconds(job.action, run.stage))
+            )
+            record_task_spans(self.tracer, events)
+            status = str(runner.status)
+            rc = int(runner.rc if runner.rc is not None else -1)
+            span.set_attribute("ansible.status", status)
+            span.set_attribute("ansible.rc", rc)
+        return self._result(job, playbook, events, status, rc, started, datetime.now(UTC))
+
+    @activity.defn(name=Activity.RUN_CHANGE)
+    async def run_change(self, run: PlaybookRun) -> ChangeResult:
+        """A change and its check in one ansible-playbook process: the action's run (or rollback)
+        playbook, Interlock's hand-over play, then its verify playbook, each stage's events and
+        result kept apart (activities/handover.py). The hand-over is the same door as between
+        two runs: the change's facts are checked here before the verify play may read them."""
+        if run.stage not in CHECKED_BY:
+            raise ApplicationError(f"{run.stage.value} has no check to run with it", non_retryable=True)
+        job = await self._prepare(run)
+        then = CHECKED_BY[run.stage]
+        first = job.action.playbooks.for_stage(run.stage)
+        second = job.action.playbooks.for_stage(then)
+        seconds = [self._stage_seconds(job.action, s) for s in (run.stage, then)]
+        run_dir = self.settings.artifacts_dir / run.proposal_id / job.ident
+        split = StageSplit(
+            stage=run.stage,
+            action=job.action,
+            handed=job.extravars.get("interlock_facts"),
+            handover=run_dir / HANDOVER_FILE,
+            nonce=uuid.uuid4().hex,
+            deadlines=seconds,
+        )
+        project = self.settings.playbooks_dir / "project"
+        wrapper = run_dir / "interlock_change.yml"
+        await asyncio.to_thread(write_change_playbook, wrapper, project / first, project / second, split)
+        job.extravars["interlock_handover"] = str(split.handover)
+        started = datetime.now(UTC)
+        # Each stage gets its own span below, timed from its events, as two runs would.
+        runner, _ = await self._ansible(job, str(wrapper), int(sum(seconds)) + 60, split)
+        finished = datetime.now(UTC)
+        status = str(runner.status)
+        rc = int(runner.rc if runner.rc is not None else -1)
+        outcome = split.outcome(status, rc)
+        handed = _wall(split.handed_wall) or finished
+        change = self._result(
+            job, first, split.change_events(), outcome.first_status, outcome.first_rc, started, handed
+        )
+        self._stage_span(run, first, split.change_events(), change)
+        check = None
+        if change.ok and outcome.second_status is not None:
+            checking = dataclasses.replace(job, run=run.model_copy(update={"stage": then}))
+            begun = _wall(split.checked_wall) or handed
+            check = self._result(
+                checking, second, split.parts[2], outcome.second_status, outcome.second_rc, begun, finished
+            )
+            self._stage_span(checking.run, second, split.parts[2], check)
+        return ChangeResult(change=change, check=check)
+
+    def _stage_seconds(self, action: ActionSpec, stage: Stage) -> float:
+        limit = action.timeouts.for_stage(stage)
+        return limit.total_seconds() if limit else float(self.settings.playbook_timeout_seconds)
+
+    def _stage_span(
+        self, run: PlaybookRun, playbook: str, events: list[dict[str, Any]], result: PlaybookResult
+    ) -> None:
+        """A stage of a shared run, traced as if it had run on its own: a child of the activity's
+        span from the stage's start to its end, with its tasks as children."""
+        span = self.tracer.start_span(
+            f"stage: {run.stage.value}",
+            start_time=int(result.started_at.timestamp() * 1e9),
+            attributes={
+                "interlock.proposal_id": run.proposal_id,
+                "interlock.stage": run.stage.value,
+                "ansible.playbook": playbook,
+                "ansible.status": result.status,
+                "ansible.rc": result.rc,
+                "interlock.shared_run": True,
+            },
+        )
+        with otel_trace.use_span(span, end_on_exit=False):
+            record_task_spans(self.tracer, events)
+        span.end(end_time=int(result.finished_at.timestamp() * 1e9))
+
+    async def _prepare(self, run: PlaybookRun) -> Job:
+        """What every run needs, checked at the door to Ansible: the action, the hosts (names from
+        the catalog), the extra vars (declared parameters, handed facts), the approved plan."""
         policy = load_policy(self.settings.effective_policy_file)
         action = policy.actions.get(run.action)
         if action is None:
             raise ApplicationError(f"unknown action {run.action!r}", non_retryable=True)
-        playbook = action.playbooks.for_stage(run.stage)
         hosts = run_hosts(run, policy)
         info = activity.info()
-        artifact_dir = self.settings.artifacts_dir / run.proposal_id
-        ident = f"{run.stage.value}-{info.attempt}-{info.activity_id}"
-        timeout = action.timeouts.for_stage(run.stage)
-        job_timeout = int(timeout.total_seconds()) if timeout else self.settings.playbook_timeout_seconds
         await asyncio.to_thread(
             remove_old_artifacts, self.settings.artifacts_dir, self.settings.artifacts_keep_seconds
         )
-        cancelled = threading.Event()
-        started = datetime.now(UTC)
         # Reading the tree blocks: off the worker's event loop, which runs workflows too.
         digest = await asyncio.to_thread(playbooks_digest, self.settings.playbooks_dir)
         extravars = await asyncio.to_thread(self.extra_vars, run, action, digest)
@@ -268,18 +382,43 @@ class PlaybookRunner:
                 type="PlanChanged",
                 non_retryable=True,
             )
+        return Job(
+            run=run,
+            policy=policy,
+            action=action,
+            hosts=hosts,
+            digest=digest,
+            extravars=extravars,
+            ident=f"{run.stage.value}-{info.attempt}-{info.activity_id}",
+        )
 
+    async def _ansible(
+        self, job: Job, playbook: str, job_timeout: int, split: StageSplit | None = None
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        """One ansible-runner run in a worker thread, heartbeating; its events as they came."""
+        run = job.run
         envvars = ansible_env(self.settings)
+        events: list[dict[str, Any]] = []
+        cancelled = threading.Event()
+
+        def on_event(event: dict[str, Any]) -> bool:
+            events.append(event)
+            if split is not None:
+                split.see(event)
+            return True  # still written to the run's artifacts
+
+        def stop() -> bool:
+            return cancelled.is_set() or (split is not None and split.overdue())
 
         def execute() -> Any:
             runner = init_runner(
                 private_data_dir=str(self.settings.playbooks_dir),
-                artifact_dir=str(artifact_dir),
-                ident=ident,
+                artifact_dir=str(self.settings.artifacts_dir / run.proposal_id),
+                ident=job.ident,
                 playbook=playbook,
-                extravars=extravars,
+                extravars=job.extravars,
                 # Names from the catalog, joined by ansible's own separator: never a pattern.
-                limit=",".join(hosts) if hosts else None,
+                limit=",".join(job.hosts) if job.hosts else None,
                 cmdline="--check --diff" if run.stage is Stage.PREVIEW else "--diff",
                 quiet=True,
                 # ansible-runner has no limits by default: always set both.
@@ -287,9 +426,12 @@ class PlaybookRunner:
                     "job_timeout": job_timeout,
                     "idle_timeout": self.settings.playbook_idle_timeout_seconds,
                     "suppress_ansible_output": True,
+                    # How often, at most, the run loop asks `stop` (cancellation, stage deadlines).
+                    "pexpect_timeout": 1,
                 },
                 envvars=envvars,
-                cancel_callback=cancelled.is_set,
+                cancel_callback=stop,
+                event_handler=on_event,
                 suppress_env_files=True,
             )
             # ansible-runner seeds the environment with the worker's whole one (and writes it
@@ -298,47 +440,46 @@ class PlaybookRunner:
             runner.run()
             return runner
 
-        # The stage's span, a child of the activity's; each task is a child of it.
-        with self.tracer.start_as_current_span(
-            f"stage: {run.stage.value}",
-            attributes={
-                "interlock.proposal_id": run.proposal_id,
-                "interlock.stage": run.stage.value,
-                "ansible.playbook": playbook,
-            },
-        ) as span:
-            await self._acquire_slot(run.stage)
-            try:
-                log.info("running %s (%s) for %s", playbook, run.stage.value, run.proposal_id)
-                runner = await self._run_heartbeating(execute, cancelled, run.stage)
-            finally:
-                self._slots.release()
-            events = list(runner.events)
-            record_task_spans(self.tracer, events)
-            status = str(runner.status)
-            span.set_attribute("ansible.status", status)
-            span.set_attribute("ansible.rc", int(runner.rc if runner.rc is not None else -1))
+        await self._acquire_slot(run.stage)
+        try:
+            log.info("running %s (%s) for %s", playbook, run.stage.value, run.proposal_id)
+            runner = await self._run_heartbeating(execute, cancelled, run.stage, split)
+        finally:
+            self._slots.release()
+        return runner, events
+
+    def _result(
+        self,
+        job: Job,
+        playbook: str,
+        events: list[dict[str, Any]],
+        status: str,
+        rc: int,
+        started: datetime,
+        finished: datetime,
+    ) -> PlaybookResult:
+        run = job.run
         tasks = parse_events(events)
-        successful = status == "successful" and runner.rc == 0
-        facts, refused = run_facts(events, tasks, run.stage, action, successful)
+        successful = status == "successful" and rc == 0
+        facts, refused = run_facts(events, tasks, run.stage, job.action, successful)
         plan = None
         if run.stage is Stage.PREVIEW:
-            fleet = policy.service_hosts(run.service, run.environment)
-            plan = preview_plan(tasks, hosts or [], fleet, action, self.settings)
+            fleet = job.policy.service_hosts(run.service, run.environment)
+            plan = preview_plan(tasks, job.hosts or [], fleet, job.action, self.settings)
         return PlaybookResult(
             stage=run.stage,
             playbook=playbook,
             # A run whose declared facts are refused did not give verify and rollback what they
             # need: a preview so is refused before anyone approves, an execution is rolled back.
             status=FACTS_REFUSED if refused else status,
-            rc=int(runner.rc if runner.rc is not None else -1),
+            rc=rc,
             ok=successful and refused is None,
             tasks=tasks,
             host_facts=facts,
             started_at=started,
-            finished_at=datetime.now(UTC),
+            finished_at=finished,
             error=refused or (None if status == "successful" else first_failure(tasks, status)),
-            playbooks_digest=digest,
+            playbooks_digest=job.digest,
             plan=plan,
         )
 
@@ -358,14 +499,16 @@ class PlaybookRunner:
             waiter.cancel()
             raise
 
-    async def _run_heartbeating(self, execute: Any, cancelled: threading.Event, stage: Stage) -> Any:
+    async def _run_heartbeating(
+        self, execute: Any, cancelled: threading.Event, stage: Stage, split: StageSplit | None
+    ) -> Any:
         future = asyncio.get_running_loop().run_in_executor(None, execute)
         try:
             while True:
                 done, _ = await asyncio.wait({future}, timeout=HEARTBEAT_SECONDS)
                 if done:
                     break
-                activity.heartbeat(stage.value)
+                activity.heartbeat((split.current() if split else stage).value)
         except asyncio.CancelledError:
             # Stop ansible-runner (it kills the playbook) before reporting the cancellation.
             cancelled.set()
@@ -408,6 +551,7 @@ def preview_plan(
         max_failed=rollout.max_failed if rollout else 0,
         pause_seconds=rollout.pause.total_seconds() if rollout and rollout.pause else 0.0,
         timeouts=timeouts,
+        verify_separately=action.verify_separately,
     )
 
 

@@ -18,6 +18,8 @@ class Activity(StrEnum):
     RECHECK_EVIDENCE = "recheck_evidence"
     GOVERNANCE_FOR = "governance_for"
     RUN_PLAYBOOK = "run_playbook"
+    # A change and its check (execute + verify, rollback + verify_rollback) in one Ansible run.
+    RUN_CHANGE = "run_change"
     PRECHECK_EXECUTION = "precheck_execution"
     NOTIFY = "notify"
     RECORD_AUDIT_EVENT = "record_audit_event"

@@ -114,6 +114,9 @@ class Stage(StrEnum):
     VERIFY_ROLLBACK = "verify_rollback"
 
 
+# A change and the check that follows it: run in one Ansible run unless the action says otherwise.
+CHECK_OF = {Stage.EXECUTE: Stage.VERIFY, Stage.ROLLBACK: Stage.VERIFY_ROLLBACK}
+
 # --- What a recommender submits ------------------------------------------------------
 
 
@@ -270,6 +273,9 @@ class RolloutPlan(BaseModel):
     pause_seconds: float = 0.0
     # Stage name -> seconds a playbook of that stage may run (the policy's `timeouts`).
     timeouts: dict[str, float] = Field(default_factory=dict)
+    # The action's `verify_separately`: verify (and a rollback's check) in an Ansible run of its
+    # own, instead of in the same run as the change it checks.
+    verify_separately: bool = False
 
 
 class BatchStatus(StrEnum):
@@ -323,6 +329,15 @@ class PlaybookResult(BaseModel):
     @property
     def changed_tasks(self) -> list[TaskResult]:
         return [t for t in self.tasks if t.changed]
+
+
+class ChangeResult(BaseModel):
+    """A change and its check from one Ansible run: execute then verify, or a rollback then its
+    verification. Each stage's result is kept apart; `check` is None when the change did not
+    succeed (the check's play then never ran, or ran only on the hosts that succeeded)."""
+
+    change: PlaybookResult
+    check: PlaybookResult | None = None
 
 
 class BatchResult(BaseModel):

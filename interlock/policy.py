@@ -169,6 +169,9 @@ class ActionSpec(_Model):
     preview_retry: PreviewRetry = Field(default_factory=PreviewRetry)
     # The lab's playbooks need `lab_root` and `service_manager`; no other action receives them.
     lab_vars: bool = False
+    # Verify (and a rollback's check) in an Ansible run of its own. By default a change and its
+    # check run in one ansible-playbook process (two plays, results kept apart per stage).
+    verify_separately: bool = False
 
     @model_validator(mode="after")
     def _parameter_names(self) -> ActionSpec:

@@ -143,6 +143,8 @@ def build_worker(
     audit = AuditRecorder(settings)
     playbooks = PlaybookRunner(settings, tracer, execution_runs=audit.execution_runs)
     run = run_playbook or playbooks.run_playbook
+    # A stand-in previews without a plan, so its workflows never ask for the one-run activity.
+    ansible = [run] if run_playbook else [run, playbooks.run_change]
     gate = GateActivities(settings)
     guard = GuardActivities(settings, client)
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
@@ -161,7 +163,7 @@ def build_worker(
             checks.recheck_evidence,
             # Proposals started before the playbook queue existed still schedule their
             # playbooks here; PlaybookRunner's own semaphore bounds those.
-            run,
+            *ansible,
             gate.precheck,
             gate.notify,
             guard.governance_for,
@@ -179,7 +181,7 @@ def build_worker(
         client,
         task_queue=playbook_task_queue(queue),
         interceptors=interceptors,
-        activities=[run],
+        activities=ansible,
         max_concurrent_activities=settings.max_concurrent_playbooks,
         graceful_shutdown_timeout=grace,
     )

@@ -62,6 +62,12 @@ PREVIEW_RETRY = Patch(
     "a preview that cannot reach a host is retried with backoff, then ends preview_failed",
 )
 
+ONE_RUN = Patch(
+    "change-and-check-one-run",
+    "0.2.0",
+    "execute and verify (a rollback and its check) run in one Ansible run, unless verify_separately",
+)
+
 PATCHES = (
     PLAYBOOK_QUEUE,
     AUDIT_BATCH,
@@ -71,4 +77,5 @@ PATCHES = (
     ROLLOUT,
     GRADUATION,
     PREVIEW_RETRY,
+    ONE_RUN,
 )

@@ -3,8 +3,8 @@ the evidence asked again before and after a change."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
@@ -18,8 +18,10 @@ with workflow.unsafe.imports_passed_through():
         plan_hash,
     )
     from interlock.models import (
+        CHECK_OF,
         BatchResult,
         BatchStatus,
+        ChangeResult,
         EvidenceRecheck,
         EvidenceReport,
         HostFacts,
@@ -43,9 +45,12 @@ PLAN_HOSTS_PATCH = patches.PLAN_HOSTS.name
 ROLLOUT_PATCH = patches.ROLLOUT.name
 # A preview that failed for infrastructure is tried again (the action's preview_retry).
 PREVIEW_RETRY_PATCH = patches.PREVIEW_RETRY.name
+# A change and its check in one Ansible run (the action's verify_separately off).
+ONE_RUN_PATCH = patches.ONE_RUN.name
 # A margin over a stage's own timeout (enforced by ansible-runner) for the activity around it.
 ACTIVITY_MARGIN = timedelta(seconds=60)
 DEFAULT_STAGE_TIMEOUT = timedelta(minutes=15)
+ResultT = TypeVar("ResultT", PlaybookResult, ChangeResult)
 
 
 def playbook_task_queue(task_queue: str) -> str:
@@ -75,9 +80,10 @@ class ExecutionStages(WorkflowCore):
         if rollout.rolled_out(plan) and workflow.patched(ROLLOUT_PATCH):
             assert plan is not None
             return await self._roll_out(plan)
-        execution = self.state.execution = await self._playbook(
+        execution, checked = await self._change(
             Stage.EXECUTE, expected_digest=self.state.preview.playbooks_digest, abortable=True
         )
+        self.state.execution = execution
         if execution.status == "already_executed":
             # A reset run under an old approval: the change ran before, and runs once only.
             return await self._finish(
@@ -89,7 +95,9 @@ class ExecutionStages(WorkflowCore):
         )
         if execution.ok:
             self._set_status(ProposalStatus.VERIFYING)
-            verification = self.state.verification = await self._playbook(Stage.VERIFY, execution.host_facts)
+            verification = self.state.verification = checked or await self._playbook(
+                Stage.VERIFY, execution.host_facts
+            )
             if verification.ok:
                 unresolved = await self._evidence_not_cleared()
                 if unresolved:
@@ -100,9 +108,10 @@ class ExecutionStages(WorkflowCore):
             reasons = [f"execution failed: {execution.error}"]
 
         self._set_status(ProposalStatus.ROLLING_BACK)
-        rollback = self.state.rollback = await self._playbook(Stage.ROLLBACK, execution.host_facts)
+        rollback, checked = await self._change(Stage.ROLLBACK, execution.host_facts)
+        self.state.rollback = rollback
         if rollback.ok:
-            check = self.state.rollback_verification = await self._playbook(
+            check = self.state.rollback_verification = checked or await self._playbook(
                 Stage.VERIFY_ROLLBACK, execution.host_facts
             )
             if check.ok:
@@ -170,13 +179,14 @@ class ExecutionStages(WorkflowCore):
         batch.status = BatchStatus.EXECUTING
         self._note(f"batch {batch.index + 1} of {len(plan.batches)}: {', '.join(batch.hosts)}")
         workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
-        execution = batch.execution = await self._playbook(
+        execution, checked = await self._change(
             Stage.EXECUTE,
             expected_digest=self.state.preview.playbooks_digest,
             abortable=True,
             hosts=batch.hosts,
             batch=batch.index,
         )
+        batch.execution = execution
         if execution.status == "already_executed":
             return "already_executed"
         batch.results = rollout.host_results(execution, batch.hosts)
@@ -195,7 +205,7 @@ class ExecutionStages(WorkflowCore):
         batch.status = BatchStatus.VERIFYING
         self._set_status(ProposalStatus.VERIFYING)
         workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
-        verification = batch.verification = self.state.verification = await self._playbook(
+        verification = batch.verification = self.state.verification = checked or await self._playbook(
             Stage.VERIFY, execution.host_facts, hosts=batch.hosts, batch=batch.index
         )
         if verification.ok:
@@ -220,13 +230,13 @@ class ExecutionStages(WorkflowCore):
             batch.status = BatchStatus.ROLLING_BACK
             workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
             facts = {h: f for h, f in batch.execution.host_facts.items() if h in hosts}
-            result = batch.rollback = self.state.rollback = await self._playbook(
-                Stage.ROLLBACK, facts, hosts=hosts, batch=batch.index
-            )
+            result, checked = await self._change(Stage.ROLLBACK, facts, hosts=hosts, batch=batch.index)
+            batch.rollback = self.state.rollback = result
             check = None
             if result.ok:
-                check = batch.rollback_verification = self.state.rollback_verification = await self._playbook(
-                    Stage.VERIFY_ROLLBACK, facts, hosts=hosts, batch=batch.index
+                check = batch.rollback_verification = self.state.rollback_verification = (
+                    checked
+                    or await self._playbook(Stage.VERIFY_ROLLBACK, facts, hosts=hosts, batch=batch.index)
                 )
             if check is not None and check.ok:
                 batch.status = BatchStatus.ROLLED_BACK
@@ -393,9 +403,48 @@ class ExecutionStages(WorkflowCore):
         hosts: list[str] | None = None,
         batch: int | None = None,
     ) -> PlaybookResult:
+        run = self._playbook_run(stage, facts, expected_digest, hosts, batch)
+        started = workflow.now()
+        try:
+            return await self._run_activity(Activity.RUN_PLAYBOOK, run, PlaybookResult, [stage], abortable)
+        except (ActivityError, CancelledError) as exc:
+            return self._failed_run(stage, exc, started)
+
+    async def _change(
+        self,
+        stage: Stage,
+        facts: HostFacts | None = None,
+        expected_digest: str | None = None,
+        abortable: bool = False,
+        hosts: list[str] | None = None,
+        batch: int | None = None,
+    ) -> tuple[PlaybookResult, PlaybookResult | None]:
+        """A change (execute, rollback) and, when the action runs them together, its check from
+        the same Ansible run; otherwise the change alone, and the caller runs the check."""
+        plan = self.state.preview.plan if self.state.preview is not None else None
+        if plan is None or plan.verify_separately or not workflow.patched(ONE_RUN_PATCH):
+            return await self._playbook(stage, facts, expected_digest, abortable, hosts, batch), None
+        run = self._playbook_run(stage, facts, expected_digest, hosts, batch)
+        started = workflow.now()
+        try:
+            result = await self._run_activity(
+                Activity.RUN_CHANGE, run, ChangeResult, [stage, CHECK_OF[stage]], abortable
+            )
+        except (ActivityError, CancelledError) as exc:
+            return self._failed_run(stage, exc, started), None
+        return result.change, result.check
+
+    def _playbook_run(
+        self,
+        stage: Stage,
+        facts: HostFacts | None,
+        expected_digest: str | None,
+        hosts: list[str] | None,
+        batch: int | None,
+    ) -> PlaybookRun:
         proposal = self.state.proposal
         assert self.state.service is not None
-        run = PlaybookRun(
+        return PlaybookRun(
             proposal_id=proposal.proposal_id,
             action=proposal.action,
             stage=stage,
@@ -407,14 +456,26 @@ class ExecutionStages(WorkflowCore):
             hosts=list(hosts) if hosts is not None else None,
             batch=batch,
         )
-        # The policy's timeout for the stage (from the preview's plan) plus a margin: the
-        # playbook itself is stopped at the policy's time by ansible-runner.
+
+    async def _run_activity(
+        self,
+        name: Activity,
+        run: PlaybookRun,
+        result_type: type[ResultT],
+        stages: list[Stage],
+        abortable: bool,
+    ) -> ResultT:
+        # The policy's timeouts for the stages (from the preview's plan) plus a margin: the
+        # playbooks themselves are stopped at the policy's time by the activity.
         plan = self.state.preview.plan if self.state.preview is not None else None
-        limit = plan.timeouts.get(stage.value) if plan is not None else None
-        timeout = timedelta(seconds=limit) + ACTIVITY_MARGIN if limit else DEFAULT_STAGE_TIMEOUT
-        started = workflow.now()
+        limits = [plan.timeouts.get(s.value) if plan is not None else None for s in stages]
+        timeout = (
+            timedelta(seconds=sum(limit for limit in limits if limit)) + ACTIVITY_MARGIN
+            if all(limits)
+            else DEFAULT_STAGE_TIMEOUT * len(stages)
+        )
         handle = workflow.start_activity(
-            Activity.RUN_PLAYBOOK,
+            name,
             run,
             # Versioned: proposals started before the playbook queue existed keep the main queue.
             task_queue=(
@@ -422,33 +483,35 @@ class ExecutionStages(WorkflowCore):
                 if workflow.patched(PLAYBOOK_QUEUE_PATCH)
                 else None
             ),
-            result_type=PlaybookResult,
+            result_type=result_type,
             start_to_close_timeout=timeout,
             heartbeat_timeout=timedelta(seconds=15),
             retry_policy=PLAYBOOK_RETRY,
         )
-        try:
-            if abortable:
-                # Ends early on a cancellation request too, which never stops a change in flight.
-                await self._wait(lambda: handle.done() or self._abort)
-                if self._abort and not handle.done():
-                    handle.cancel()
-            return await self._shielded(handle)
-        except (ActivityError, CancelledError) as exc:
-            cause = getattr(exc, "cause", None)
-            message = getattr(cause, "message", None) or str(exc)
-            status = "canceled" if self._abort else "error"
-            if isinstance(cause, ApplicationError) and cause.type == "AlreadyExecuted":
-                status = "already_executed"
-            elif self._abort:
-                message = "cancelled by pause --abort-running"
-            return PlaybookResult(
-                stage=stage,
-                playbook="",
-                status=status,
-                rc=-1,
-                ok=False,
-                started_at=started,
-                finished_at=workflow.now(),
-                error=message,
-            )
+        if abortable:
+            # Ends early on a cancellation request too, which never stops a change in flight.
+            await self._wait(lambda: handle.done() or self._abort)
+            if self._abort and not handle.done():
+                handle.cancel()
+        return await self._shielded(handle)
+
+    def _failed_run(
+        self, stage: Stage, exc: ActivityError | CancelledError, started: datetime
+    ) -> PlaybookResult:
+        cause = getattr(exc, "cause", None)
+        message = getattr(cause, "message", None) or str(exc)
+        status = "canceled" if self._abort else "error"
+        if isinstance(cause, ApplicationError) and cause.type == "AlreadyExecuted":
+            status = "already_executed"
+        elif self._abort:
+            message = "cancelled by pause --abort-running"
+        return PlaybookResult(
+            stage=stage,
+            playbook="",
+            status=status,
+            rc=-1,
+            ok=False,
+            started_at=started,
+            finished_at=workflow.now(),
+            error=message,
+        )

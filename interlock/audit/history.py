@@ -294,14 +294,24 @@ def _activity_summary(name: str, value: Any) -> str:
             f": {reasons}" if reasons else ""
         )
     if name == Activity.RUN_PLAYBOOK:
-        tasks = value.get("tasks") or []
-        changed = sum(1 for t in tasks if t.get("changed"))
-        error = f": {value['error']}" if value.get("error") else ""
-        return (
-            f"{value.get('stage')}: {value.get('playbook')} {value.get('status')}, "
-            f"{len(tasks)} task(s), {changed} changed{error}"
+        return _playbook_summary(value)
+    if name == Activity.RUN_CHANGE:
+        # A change and its check from one Ansible run: each stage on its own, as if run apart.
+        parts = [value.get("change"), value.get("check")]
+        return "; ".join(_playbook_summary(p) for p in parts if isinstance(p, dict)) + (
+            "" if isinstance(value.get("check"), dict) else "; its check did not run"
         )
     return ""
+
+
+def _playbook_summary(value: dict[str, Any]) -> str:
+    tasks = value.get("tasks") or []
+    changed = sum(1 for t in tasks if t.get("changed"))
+    error = f": {value['error']}" if value.get("error") else ""
+    return (
+        f"{value.get('stage')}: {value.get('playbook')} {value.get('status')}, "
+        f"{len(tasks)} task(s), {changed} changed{error}"
+    )
 
 
 def _audit_events(activity_type: str, inp: Any) -> list[dict[str, Any]]:

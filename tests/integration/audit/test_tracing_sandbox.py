@@ -43,6 +43,22 @@ async def test_workflow_activity_and_task_spans_reach_interlock_trace(
     assert "RunActivity:run_playbook" in names
     assert any(n.startswith("ansible task: ") for n in names)
     assert len({s["trace_id"] for s in spans}) == 1, "one trace per proposal"
+    # Execute and verify ran in one Ansible run (run_change), traced as two stages: each its own
+    # span under the activity's, timed one after the other, each with its own tasks.
+    [run_change] = [s for s in spans if s["name"] == "RunActivity:run_change"]
+    stages = {s["name"]: s for s in spans if s["parent_id"] == run_change["span_id"]}
+    assert set(stages) == {"stage: execute", "stage: verify"}, set(stages)
+    execute, verify = stages["stage: execute"], stages["stage: verify"]
+    assert execute["end_ns"] <= verify["start_ns"] <= verify["end_ns"] <= run_change["end_ns"]
+    assert execute["attributes"]["ansible.status"] == verify["attributes"]["ansible.status"] == "successful"
+    tasks_of = {
+        stage: {s["name"] for s in spans if s["parent_id"] == stages[stage]["span_id"]} for stage in stages
+    }
+    assert "ansible task: Restart the service" in tasks_of["stage: execute"], tasks_of
+    assert "ansible task: Check the service restarted and is healthy" in tasks_of["stage: verify"], tasks_of
+    assert not any("Check the service restarted" in n for n in tasks_of["stage: execute"])
+    # Interlock's own hand-over play is in neither stage.
+    assert not any("interlock" in n for names_ in tasks_of.values() for n in names_), tasks_of
     problems = [r for r in caplog.records if "export" in r.getMessage().lower() or r.exc_info]
     assert problems == [], [r.getMessage() for r in problems]
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -104,6 +105,23 @@ async def fleet_worker(client: Client, fleet: Fleet, monkeypatch: pytest.MonkeyP
     task_queue = f"tq-{uuid.uuid4().hex[:12]}"
     async with build_worker(client, fleet.settings, task_queue):
         yield task_queue
+
+
+@pytest_asyncio.fixture
+async def worker_for(client: Client) -> AsyncIterator[Any]:
+    """Start a worker on settings of the test's own; yields a function that does it."""
+    stack: list[Any] = []
+
+    async def start(settings: Settings) -> str:
+        task_queue = f"tq-{uuid.uuid4().hex[:12]}"
+        worker = build_worker(client, settings, task_queue)
+        await worker.__aenter__()
+        stack.append(worker)
+        return task_queue
+
+    yield start
+    for worker in reversed(stack):
+        await worker.__aexit__(None, None, None)
 
 
 def artifact_text(settings: Settings) -> str:

@@ -5,13 +5,10 @@ port, SSH authentication refused) is retried per the action's `preview_retry` an
 from __future__ import annotations
 
 import shutil
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import yaml
 from temporalio.client import Client
 
@@ -19,7 +16,6 @@ from interlock.audit.events import EventKind
 from interlock.audit.history import load_history, read_history
 from interlock.models import ProposalStatus
 from interlock.settings import Settings
-from interlock.worker.main import build_worker
 from tests.integration.fleet.conftest import Fleet, fleet_policy
 from tests.integration.fleet.test_rolling import proposal_for
 from tests.support import final, propose, replays_and_recorded
@@ -41,23 +37,6 @@ def own_setup(fleet: Fleet, root: Path, action: dict[str, Any], host_vars: dict[
     hosts["lab"]["hosts"]["web-2"].update(host_vars)
     inventory.write_text(yaml.safe_dump(hosts, sort_keys=False))
     return fleet.settings.model_copy(update={"policy_file": policy, "playbooks_dir": playbooks})
-
-
-@pytest_asyncio.fixture
-async def worker_for(client: Client) -> AsyncIterator[Any]:
-    """Start a worker on settings of the test's own; yields a function that does it."""
-    stack: list[Any] = []
-
-    async def start(settings: Settings) -> str:
-        task_queue = f"tq-{uuid.uuid4().hex[:12]}"
-        worker = build_worker(client, settings, task_queue)
-        await worker.__aenter__()
-        stack.append(worker)
-        return task_queue
-
-    yield start
-    for worker in reversed(stack):
-        await worker.__aexit__(None, None, None)
 
 
 @pytest.mark.parametrize(
