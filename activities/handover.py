@@ -152,12 +152,16 @@ class StageSplit:
         if self.phase == 0 or (self.phase == 1 and stopped):
             return Outcome(stopped or (status if status != "successful" else "failed"), rc, None, rc)
         touched = {_host(e) for e in self.parts[0] if e.get("event") in _TASK_EVENTS} - {""}
-        reached = {_host(e) for e in self.parts[1] if e.get("event") == "runner_on_ok"}
-        dropped = touched - reached - set(self.refused)
-        if dropped:
-            # The check never ran where the change did not succeed: it is not reported.
+        # Ansible's own verdict: a host it did not drop reached the hand-over (ok, or refused).
+        reached = {_host(e) for e in self.parts[1] if e.get("event") in _TASK_EVENTS}
+        handover_failed = {
+            _host(e) for e in self.parts[1] if e.get("event") in ("runner_on_failed", "runner_on_unreachable")
+        }
+        if touched - reached or handover_failed - set(self.refused):
+            # The check never ran where the change did not succeed (or the hand-over itself
+            # failed, which change_events names): it is not reported.
             return Outcome("failed", 2, None, rc)
-        if self.refused:
+        if reached & set(self.refused):
             # Ran, but its facts are refused: the change's own result says so (facts_refused).
             return Outcome("successful", 0, None, rc)
         if stopped:
