@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pexpect.pty_spawn
 import yaml
 from ansible_runner.interface import init_runner
 from opentelemetry import trace as otel_trace
@@ -52,6 +53,26 @@ from interlock.tracing import record_task_spans, tracer
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
+
+
+def _no_delay_after_close() -> None:
+    """ansible-runner closes each playbook's pty only once the process has exited, and ptyprocess
+    then sleeps 0.1 s "to give the kernel time" before it checks the process is gone: 0.1 s of
+    latency on every run (5% of a 2 s playbook). A process still alive is terminated as before."""
+    original = pexpect.pty_spawn.spawn._spawnpty
+    if getattr(original, "_interlock", False):
+        return
+
+    def spawnpty(self: Any, args: Any, **kwargs: Any) -> Any:
+        process = original(self, args, **kwargs)
+        process.delayafterclose = 0.0
+        return process
+
+    spawnpty._interlock = True  # type: ignore[attr-defined]
+    pexpect.pty_spawn.spawn._spawnpty = spawnpty
+
+
+_no_delay_after_close()
 
 log = logging.getLogger(__name__)
 

@@ -150,3 +150,15 @@ def test_a_hand_over_that_fails_for_another_reason_fails_the_change(tmp_path: Pa
     outcome = s.outcome("failed", 2)
     assert (outcome.first_status, outcome.second_status) == ("failed", None)
     assert s.change_events()[-1]["event_data"]["task"] == "interlock: facts for verify"
+
+
+def test_a_playbook_pty_is_closed_without_the_sleep_after_its_process_exited() -> None:
+    import pexpect
+
+    import interlock.activities.ansible  # noqa: F401 - the worker imports it before any run
+
+    child = pexpect.spawn("true")
+    child.expect(pexpect.EOF)
+    assert child.ptyproc.delayafterclose == 0.0
+    child.close()
+    assert child.exitstatus == 0
