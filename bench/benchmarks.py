@@ -169,7 +169,7 @@ async def noop_worker(
     settings = settings or ctx.settings
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     noop = NoopPlaybooks(settings)
-    async with build_worker(ctx.client, settings, queue, run_playbook=noop.run_playbook):
+    async with build_worker(ctx.client, settings, queue, stand_in=[noop.run_playbook, noop.run_change]):
         yield queue, noop
 
 

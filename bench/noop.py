@@ -1,7 +1,8 @@
 """NO-OP stand-in for the Ansible activity, for benchmarks only (labelled so in every result).
 
-It has the real activity's name (`run_playbook`) and shape (PlaybookRun in, PlaybookResult out,
-the real playbooks digest so the pre-execution re-check passes), and runs nothing. With it the
+It has the real activities' names (`run_playbook`, and `run_change` for a change and its check in
+one run) and shapes (PlaybookRun in, PlaybookResult or ChangeResult out, a preview with a plan, the
+real playbooks digest so the pre-execution re-check passes), and runs nothing. With it the
 benchmarks measure what Interlock's engine costs on top of Temporal, without Ansible's seconds.
 """
 
@@ -13,7 +14,15 @@ from datetime import UTC, datetime
 from temporalio import activity
 
 from interlock.activities.ansible import playbooks_digest
-from interlock.models import PlaybookResult, PlaybookRun, Stage, TaskResult
+from interlock.models import (
+    CHECK_OF,
+    ChangeResult,
+    PlaybookResult,
+    PlaybookRun,
+    RolloutPlan,
+    Stage,
+    TaskResult,
+)
 from interlock.settings import Settings
 
 # A proposal id containing this makes the no-op verify fail, to exercise the rollback path.
@@ -55,4 +64,17 @@ class NoopPlaybooks:
             finished_at=datetime.now(UTC),
             error=None if ok else "no-op verify failure (benchmark)",
             playbooks_digest=self.digest,
+            # As a real preview: a plan (no catalog hosts here: one run, not a rollout).
+            plan=RolloutPlan() if run.stage is Stage.PREVIEW else None,
         )
+
+    @activity.defn(name="run_change")
+    async def run_change(self, run: PlaybookRun) -> ChangeResult:
+        change = await self.run_playbook(run)
+        if not change.ok:
+            return ChangeResult(change=change)
+        facts = change.host_facts if run.stage is Stage.EXECUTE else run.host_facts
+        check = await self.run_playbook(
+            run.model_copy(update={"stage": CHECK_OF[run.stage], "host_facts": facts})
+        )
+        return ChangeResult(change=change, check=check)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.noop import NoopPlaybooks
-from interlock.models import PlaybookResult, PlaybookRun, Stage
+from interlock.models import ChangeResult, PlaybookResult, PlaybookRun, Stage
 from interlock.settings import Settings
 from interlock.temporal import connect
 from interlock.worker.main import build_worker
@@ -25,22 +25,30 @@ from interlock.worker.main import build_worker
 async def main(noop: bool, record: Path | None) -> None:
     settings = Settings()
     client = await connect(settings)
-    run_playbook = None
+    stand_in = None
     if noop:
         playbooks = NoopPlaybooks(settings)
-        run_playbook = playbooks.run_playbook
+        stand_in = [playbooks.run_playbook, playbooks.run_change]
         if record is not None:
             from temporalio import activity
 
-            @activity.defn(name="run_playbook")
-            async def recorded(run: PlaybookRun) -> PlaybookResult:
+            def note(run: PlaybookRun) -> None:
                 if run.stage is Stage.EXECUTE:
                     with record.open("a") as f:
                         f.write(json.dumps({"proposal_id": run.proposal_id, "at": time.time()}) + "\n")
+
+            @activity.defn(name="run_playbook")
+            async def recorded(run: PlaybookRun) -> PlaybookResult:
+                note(run)
                 return await playbooks.run_playbook(run)
 
-            run_playbook = recorded
-    worker = build_worker(client, settings, run_playbook=run_playbook)
+            @activity.defn(name="run_change")
+            async def recorded_change(run: PlaybookRun) -> ChangeResult:
+                note(run)
+                return await playbooks.run_change(run)
+
+            stand_in = [recorded, recorded_change]
+    worker = build_worker(client, settings, stand_in=stand_in)
     logging.getLogger("bench.worker").info("worker polling task queue %s", settings.task_queue)
     await worker.run()
 

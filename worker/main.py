@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -123,14 +123,15 @@ def build_worker(
     settings: Settings,
     task_queue: str | None = None,
     *,
-    run_playbook: Callable[..., Any] | None = None,
+    stand_in: Sequence[Callable[..., Any]] | None = None,
     tracer: Tracer | None = None,
     **worker_options: Any,
 ) -> InterlockWorker:
-    """The production worker pair; `run_playbook` swaps in a stand-in for the Ansible activity.
+    """The production worker pair; `stand_in` swaps in stand-ins for the Ansible activities.
 
-    Only the benchmarks use it (bench/noop.py, a labelled no-op of the same name and shape),
-    to measure the engine without Ansible; `worker_options` go to the main temporalio Worker.
+    Only the benchmarks use it (bench/noop.py: labelled no-ops of the same names and shapes,
+    run_playbook and run_change), to measure the engine without Ansible; `worker_options` go to
+    the main temporalio Worker.
     """
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     if settings.audit_signing_key is None:
@@ -142,9 +143,7 @@ def build_worker(
     checks = ProposalChecks(settings, client)
     audit = AuditRecorder(settings)
     playbooks = PlaybookRunner(settings, tracer, execution_runs=audit.execution_runs)
-    run = run_playbook or playbooks.run_playbook
-    # A stand-in previews without a plan, so its workflows never ask for the one-run activity.
-    ansible = [run] if run_playbook else [run, playbooks.run_change]
+    ansible = list(stand_in) if stand_in else [playbooks.run_playbook, playbooks.run_change]
     gate = GateActivities(settings)
     guard = GuardActivities(settings, client)
     grace = timedelta(seconds=settings.shutdown_grace_seconds)

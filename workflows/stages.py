@@ -92,6 +92,9 @@ class ExecutionStages(WorkflowCore):
         await self._audit(
             EventKind.EXECUTION_FINISHED,
             data={"ok": execution.ok, "tasks": [t.model_dump(mode="json") for t in execution.tasks]},
+            # Verified in the same run and nothing to wait for: the outcome follows at once and
+            # is written with it. Never held over a rollback (an effect) or a settle wait.
+            later=execution.ok and checked is not None and checked.ok and not self._settles(),
         )
         if execution.ok:
             self._set_status(ProposalStatus.VERIFYING)
@@ -283,6 +286,11 @@ class ExecutionStages(WorkflowCore):
             later=True,
         )
         return report.ok
+
+    def _settles(self) -> bool:
+        """Whether a successful run is followed by waiting for its evidence to clear."""
+        settle = self.w.assessment.settle_seconds if self.w.assessment else None
+        return settle is not None and self.state.evidence is not None
 
     async def _evidence_not_cleared(self) -> list[str]:
         """After a successful run: the evidence that justified it must clear within the
