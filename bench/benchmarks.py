@@ -27,6 +27,7 @@ import yaml
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
+from bench import ansible_tasks
 from bench.bare import BareInput, BareWorkflow, bare_step
 from bench.measure import (
     Figure,
@@ -552,6 +553,7 @@ async def bench_ansible(ctx: BenchContext) -> list[Figure]:
             execution_inside.append(
                 (final.verification.finished_at - final.execution.started_at).total_seconds()
             )
+    per_task_count = await ansible_tasks.measure(ctx.workdir, ctx.settings, sizes.ansible_runs)
     over = percentile(first, 50) - percentile(plain_check, 50)
     ratio = percentile(execution, 50) / percentile(plain_change, 50)
     completed_ratio = percentile(approval_to_completed, 50) / percentile(plain_run, 50)
@@ -599,6 +601,7 @@ async def bench_ansible(ctx: BenchContext) -> list[Figure]:
             note="the pre-execution re-check, the audit writes (decision + start, finish, verification + "
             "final) and one Ansible run of execute + verify",
         ),
+        *per_task_count,
     ]
 
 
