@@ -7,6 +7,13 @@ payload back unchanged. Interlock configures neither, and for bulk replay those 
 sixth of the CPU per history (bench/RESULTS.md). With a codec or external storage configured,
 the SDK's own functions run, untouched.
 
+The SDK also builds a command-aware data converter twice per activation (for the decode side and
+the encode side), each construction a new payload converter (pydantic's, with an empty type
+adapter cache) and failure converter: a few hundred microseconds each, about 30 per history. Its
+inputs are the same for every activation of a workflow run (the run's instance, the worker's
+converter, the run's workflow context), and the converter holds no state of its own, so for an
+inert converter the one built for a run is kept and handed back (`_command_aware_converter`).
+
 One difference, on purpose: without external storage configured, a history holding externally
 stored payloads fails to replay with the payload converter's "unknown encoding" error instead of
 the SDK's TMPRL1105 check; it fails either way, as it must.
@@ -14,18 +21,30 @@ the SDK's TMPRL1105 check; it fails either way, as it must.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import temporalio.bridge.worker
 import temporalio.converter
+import temporalio.worker._workflow
 from temporalio.converter._extstore import StorageOperationMetrics
+
+_CommandAware = temporalio.worker._workflow._CommandAwareDataConverter
 
 # The SDK's own functions, kept for every converter that has something to do.
 _SDK_DECODE = temporalio.bridge.worker.decode_activation
 _SDK_ENCODE = temporalio.bridge.worker.encode_completion
+_SDK_CREATE = _CommandAware.create
 
-# Activations and completions that skipped the passes (how a test sees the fast path ran).
-skipped = {"decode": 0, "encode": 0}
+# Activations and completions that skipped the passes, and command-aware converters handed back
+# instead of built (how a test sees the fast path ran).
+skipped = {"decode": 0, "encode": 0, "converter_reused": 0}
+
+# The command-aware converters of the last few workflow runs: a Replayer replays one run at a
+# time, a worker interleaves many (a miss only builds one, as the SDK always does). Each entry
+# holds the objects its key names by id, so no id in a key can be reused while it is cached.
+_converters: OrderedDict[tuple[int, int, int, Any], Any] = OrderedDict()
+_CONVERTERS_KEPT = 16
 
 
 def inert(data_converter: temporalio.converter.DataConverter) -> bool:
@@ -51,9 +70,32 @@ async def encode_completion(
     return await _SDK_ENCODE(completion, data_converter, *args, **kwargs)
 
 
+def _command_aware_converter(
+    instance: Any,
+    context_free_dc: temporalio.converter.DataConverter,
+    workflow_context_dc: temporalio.converter.DataConverter,
+    workflow_context: temporalio.converter.WorkflowSerializationContext,
+) -> Any:
+    if not (inert(context_free_dc) and inert(workflow_context_dc)):
+        return _SDK_CREATE(instance, context_free_dc, workflow_context_dc, workflow_context)
+    key = (id(instance), id(context_free_dc), id(workflow_context_dc), workflow_context)
+    converter = _converters.get(key)
+    if converter is None:
+        converter = _SDK_CREATE(instance, context_free_dc, workflow_context_dc, workflow_context)
+        _converters[key] = converter
+        if len(_converters) > _CONVERTERS_KEPT:
+            _converters.popitem(last=False)
+    else:
+        _converters.move_to_end(key)
+        skipped["converter_reused"] += 1
+    return converter
+
+
 def skip_inert_payload_passes() -> None:
     """Route the SDK's workflow worker (the Replayer's too) through the functions above, for
-    this process. Idempotent. The worker looks them up on `temporalio.bridge.worker` at each
-    activation, so that is where they are replaced."""
+    this process. Idempotent. The worker looks them up at each activation (the payload passes
+    on `temporalio.bridge.worker`, the converter's `create` on its class), so that is where they
+    are replaced."""
     temporalio.bridge.worker.decode_activation = decode_activation
     temporalio.bridge.worker.encode_completion = encode_completion
+    _CommandAware.create = staticmethod(_command_aware_converter)  # type: ignore[method-assign]
