@@ -10,16 +10,18 @@ growth row puts the word for k beside what the figure should do, and says met or
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import math
 import random
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from bench.measure import Figure, percentile
@@ -237,6 +239,30 @@ async def growth_waiting(ctx: BenchContext, sizes: Sequence[int]) -> list[Figure
 # --- the audit store: metrics query and verify rate -----------------------------------------------
 
 
+class _AuditFiller:
+    """scripts/make_audit_events.py's load, in this process: append events, then ANALYZE."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.module = module
+
+    def fill(self, url: str, count: int, seed: int) -> None:
+        from interlock.audit.store import AuditStore
+
+        with AuditStore(url) as store:
+            store.migrate()
+            seq, digest = self.module.load(store, count, seed, 90.0)
+            store.advance_head(seq, digest)
+            self.module.analyze(store)
+
+
+def _audit_filler(script: Path) -> _AuditFiller:
+    spec = importlib.util.spec_from_file_location("make_audit_events", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return _AuditFiller(module)
+
+
 async def growth_audit(ctx: BenchContext, sizes: Sequence[int]) -> list[Figure]:
     """One store filled in place: events appended up to each size, then measured."""
     from bench.benchmarks import REPO, audit_database
@@ -246,25 +272,11 @@ async def growth_audit(ctx: BenchContext, sizes: Sequence[int]) -> list[Figure]:
     query: list[tuple[int, list[float]]] = []
     verify: list[tuple[int, list[float]]] = []
     async with audit_database(ctx) as (url, label):
+        filler = _audit_filler(REPO / "scripts" / "make_audit_events.py")
         loaded = 0
         for n in _ascending(sizes):
-            load = await asyncio.to_thread(
-                subprocess.run,
-                [
-                    sys.executable,
-                    str(REPO / "scripts" / "make_audit_events.py"),
-                    "--url",
-                    url,
-                    "--events",
-                    str(n - loaded),
-                    "--seed",
-                    str(n),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if load.returncode != 0:
-                raise RuntimeError(f"make_audit_events.py failed: {load.stderr[-2000:]}")
+            # In this process (one interpreter start less per size): the chain goes on from its end.
+            await asyncio.to_thread(filler.fill, url, n - loaded, n)
             loaded = n
             times: list[float] = []
             rates: list[float] = []
