@@ -50,3 +50,14 @@ def test_a_figure_that_grows_where_it_should_be_flat_is_missed() -> None:
 def test_sizes_must_differ() -> None:
     with pytest.raises(ValueError):
         growth_exponent([10, 10], [1.0, 2.0])
+
+
+def test_growth_sizes_are_a_comma_separated_list_of_two_or_more() -> None:
+    from bench.__main__ import parse_args, sizes_from
+
+    args = parse_args(["--growth-waiting", "1000,100,10000", "--quick"])
+    assert sizes_from(args).growth_waiting == (100, 1_000, 10_000)
+    assert sizes_from(parse_args(["--quick"])).growth_storm == ()  # --quick leaves the storm out
+    for bad in ("5", "5,x", "0,10"):
+        with pytest.raises(SystemExit):
+            parse_args(["--growth-waiting", bad])
