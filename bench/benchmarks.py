@@ -801,18 +801,19 @@ async def bench_replay(ctx: BenchContext) -> list[Figure]:
         assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:1]
 
     async def with_sdk_payload_passes() -> None:
-        # The baseline of the skip (interlock.audit.replay_payloads): the SDK's own passes and
-        # converter building, in this process only (worker processes of --jobs always skip them).
+        # The baseline of interlock.audit.replay_payloads: the SDK's own path (payload passes,
+        # a converter built per activation, each activation on a workflow thread), in this
+        # process only (worker processes of --jobs always take the fast path).
         import temporalio.bridge.worker as sdk
 
         from interlock.audit import replay_payloads
 
-        engine = replayer(sandboxed=False)  # installs the skip: undone for this run just below
+        engine = replayer(sandboxed=False)  # threaded; installs the skip: undone just below
         sdk.decode_activation = replay_payloads._SDK_DECODE
         sdk.encode_completion = replay_payloads._SDK_ENCODE
         replay_payloads._CommandAware.create = staticmethod(replay_payloads._SDK_CREATE)  # type: ignore[method-assign]
         try:
-            # What replay_many does with --jobs 1, on the same Replayer path.
+            # replay_many's loop over histories, as with --jobs 1.
             outcomes = await _replay_each(engine, batch)
             assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:1]
         finally:
@@ -834,9 +835,9 @@ async def bench_replay(ctx: BenchContext) -> list[Figure]:
         ),
         ("unsandboxed, one process (--jobs 1; diagnostic)", lambda: bulk(1, False), False),
         (
-            "unsandboxed, one process, with the SDK's payload passes that are no-ops without a codec "
-            "and its data converter built twice per activation (diagnostic: the baseline of "
-            "interlock/audit/replay_payloads.py)",
+            "unsandboxed, one process, the SDK's own path: payload passes that are no-ops without a "
+            "codec, a data converter built twice per activation, each activation on a workflow "
+            "thread (diagnostic: the baseline of interlock/audit/replay_payloads.py)",
             with_sdk_payload_passes,
             False,
         ),

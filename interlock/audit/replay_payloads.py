@@ -21,13 +21,19 @@ the SDK's TMPRL1105 check; it fails either way, as it must.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
+import temporalio.bridge.runtime
 import temporalio.bridge.worker
 import temporalio.converter
 import temporalio.worker._workflow
 from temporalio.converter._extstore import StorageOperationMetrics
+
+from interlock.temporal import DATA_CONVERTER
 
 _CommandAware = temporalio.worker._workflow._CommandAwareDataConverter
 
@@ -99,3 +105,77 @@ def skip_inert_payload_passes() -> None:
     temporalio.bridge.worker.decode_activation = decode_activation
     temporalio.bridge.worker.encode_completion = encode_completion
     _CommandAware.create = staticmethod(_command_aware_converter)  # type: ignore[method-assign]
+
+
+# --- Bulk replay's activations on the event loop's thread -----------------------------------------
+#
+# A Replayer hands every activation to a workflow thread and waits for it (so that the SDK can
+# time out a workflow that never yields: its deadlock detection). For bulk replay that hop cost
+# more than a third of the time per history (bench/RESULTS.md). The SDK's debug mode runs each
+# activation inline on the event loop's thread instead, and turns deadlock detection off; bulk
+# replay uses that mode with a watchdog of its own in place of the detection, for the converter
+# below only, so a worker or a Replayer built elsewhere (also one in debug mode) is untouched.
+
+# The converter of bulk replay's Replayers: the same as Interlock's, a distinct object, so the
+# inline hook can tell their workers from any other in the process.
+BULK_REPLAY_CONVERTER = dataclasses.replace(DATA_CONVERTER)
+DEADLOCK_SECONDS = 2.0  # as the SDK's own deadlock detection
+
+
+class ReplayDeadlock(Exception):
+    """An activation ran longer than DEADLOCK_SECONDS without yielding (raised into it)."""
+
+    def __init__(self, *args: object) -> None:
+        # Raised into a thread by type, so its message is made here.
+        super().__init__(
+            *args or (f"deadlock: an activation ran over {DEADLOCK_SECONDS:g} s without yielding",)
+        )
+
+
+class _Watchdog:
+    """Raises ReplayDeadlock into the thread of an inline activation that runs too long."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._thread_id = 0
+        self._started = False
+
+    def arm(self) -> None:
+        with self._lock:
+            self._since, self._thread_id = time.monotonic(), threading.get_ident()
+            if not self._started:
+                self._started = True
+                threading.Thread(target=self._watch, name="replay-watchdog", daemon=True).start()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._since = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(DEADLOCK_SECONDS / 8)
+            with self._lock:
+                if self._since is not None and time.monotonic() - self._since > DEADLOCK_SECONDS:
+                    self._since = None
+                    temporalio.bridge.runtime.Runtime._raise_in_thread(self._thread_id, ReplayDeadlock)
+
+
+watchdog = _Watchdog()
+_SDK_INLINE = temporalio.worker._workflow._WorkflowWorker._activate_inline_for_debug
+
+
+async def _activate_inline(self: Any, loop: Any, workflow: Any, act: Any) -> Any:
+    if self._data_converter is not BULK_REPLAY_CONVERTER:
+        return await _SDK_INLINE(self, loop, workflow, act)
+    watchdog.arm()
+    try:
+        return await _SDK_INLINE(self, loop, workflow, act)
+    finally:
+        watchdog.disarm()
+
+
+def inline_activations() -> None:
+    """Watch the inline activations of bulk replay's Replayers (idempotent, this process)."""
+    skip_inert_payload_passes()
+    temporalio.worker._workflow._WorkflowWorker._activate_inline_for_debug = _activate_inline  # type: ignore[method-assign]
