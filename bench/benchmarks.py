@@ -78,6 +78,11 @@ class Sizes:
     storm: int = 1000  # proposals in the alert storm, from 5 recommenders
     storm_incidents: int = 40
     storm_seconds: int = 10  # the storm arrives within this
+    # --growth: each series at these sizes (ascending; an empty list leaves the series out)
+    growth_waiting: tuple[int, ...] = (100, 1_000, 10_000)
+    growth_audit_events: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    growth_replays: tuple[int, ...] = (100, 300, 1_000)
+    growth_storm: tuple[int, ...] = (100, 300, 1_000)
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -95,6 +100,11 @@ class Sizes:
             storm=50,
             storm_incidents=5,
             storm_seconds=2,
+            growth_waiting=(2, 4, 8),  # each size's backlog costs a few seconds of settling
+            growth_audit_events=(500, 1_000, 2_000),
+            growth_replays=(5, 10, 20),
+            # Three storms would add half a minute to the quick test; test_storm covers the storm.
+            growth_storm=(),
         )
 
 
@@ -837,17 +847,19 @@ async def bench_replay(ctx: BenchContext) -> list[Figure]:
         assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:1]
 
     async def with_sdk_payload_passes() -> None:
-        # The baseline of the skip (interlock.audit.replay_payloads): the SDK's own passes, in
-        # this process only (worker processes of --jobs always skip them).
+        # The baseline of interlock.audit.replay_payloads: the SDK's own path (payload passes,
+        # a converter built per activation, each activation on a workflow thread), in this
+        # process only (worker processes of --jobs always take the fast path).
         import temporalio.bridge.worker as sdk
 
         from interlock.audit import replay_payloads
 
-        engine = replayer(sandboxed=False)  # installs the skip: undone for this run just below
+        engine = replayer(sandboxed=False)  # threaded; installs the skip: undone just below
         sdk.decode_activation = replay_payloads._SDK_DECODE
         sdk.encode_completion = replay_payloads._SDK_ENCODE
+        replay_payloads._CommandAware.create = staticmethod(replay_payloads._SDK_CREATE)  # type: ignore[method-assign]
         try:
-            # What replay_many does with --jobs 1, on the same Replayer path.
+            # replay_many's loop over histories, as with --jobs 1.
             outcomes = await _replay_each(engine, batch)
             assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:1]
         finally:
@@ -869,8 +881,9 @@ async def bench_replay(ctx: BenchContext) -> list[Figure]:
         ),
         ("unsandboxed, one process (--jobs 1; diagnostic)", lambda: bulk(1, False), False),
         (
-            "unsandboxed, one process, with the SDK's payload passes that are no-ops without a codec "
-            "(diagnostic: the baseline of skipping them)",
+            "unsandboxed, one process, the SDK's own path: payload passes that are no-ops without a "
+            "codec, a data converter built twice per activation, each activation on a workflow "
+            "thread (diagnostic: the baseline of interlock/audit/replay_payloads.py)",
             with_sdk_payload_passes,
             False,
         ),

@@ -67,18 +67,33 @@ def _proposal_id_of(started_attrs: dict[str, Any]) -> str | None:
         return None
 
 
-def replayer(*, sandboxed: bool = True) -> Replayer:
+def replayer(*, sandboxed: bool = True, inline: bool = False) -> Replayer:
     """A Replayer of the remediation workflow with the worker's data converter.
 
     Sandboxed, it runs the workflow under the worker's own sandbox restrictions, so a call the
     sandbox refuses (clock, randomness, I/O) fails the replay as it would fail a live worker.
     Unsandboxed, replay still checks that the code issues the commands the history records.
+    Inline (unsandboxed only, for bulk replay), each activation runs on the event loop's thread
+    instead of a workflow thread, under replay_payloads' watchdog in place of the SDK's
+    deadlock detection.
     """
-    from interlock.audit.replay_payloads import skip_inert_payload_passes
+    from interlock.audit.replay_payloads import (
+        BULK_REPLAY_CONVERTER,
+        inline_activations,
+        skip_inert_payload_passes,
+    )
     from interlock.workflows.remediation import RemediationWorkflow
 
     # DATA_CONVERTER has no codec and no external storage: the SDK's payload passes are no-ops.
     skip_inert_payload_passes()
+    if inline and not sandboxed:
+        inline_activations()
+        return Replayer(
+            workflows=[RemediationWorkflow],
+            data_converter=BULK_REPLAY_CONVERTER,
+            workflow_runner=UnsandboxedWorkflowRunner(),
+            debug_mode=True,  # the SDK's inline activations (it also sets sys.breakpointhook)
+        )
     runner: WorkflowRunner
     if sandboxed:
         from interlock.sandbox import workflow_runner
@@ -155,7 +170,7 @@ def _starts(history: WorkflowHistory) -> bool:
 async def _replay_spread(histories: list[WorkflowHistory], jobs: int, sandboxed: bool) -> list[ReplayOutcome]:
     jobs = min(jobs, len(histories))
     if jobs <= 1:
-        return await _replay_each(replayer(sandboxed=sandboxed), histories)
+        return await _replay_each(replayer(sandboxed=sandboxed, inline=True), histories)
     # Chunks, not single histories, so each process opens few replay iterators; several chunks
     # per process, so a process with long histories does not hold up the end of the run.
     size = max(1, min(_CHUNK_MAX, math.ceil(len(histories) / (jobs * 4))))
@@ -203,7 +218,7 @@ def _encoded(history: WorkflowHistory) -> tuple[str, bytes]:
 
 @functools.cache
 def _process_replayer(sandboxed: bool) -> Replayer:
-    return replayer(sandboxed=sandboxed)
+    return replayer(sandboxed=sandboxed, inline=True)
 
 
 def _replay_chunk(encoded: list[tuple[str, bytes]], sandboxed: bool) -> list[ReplayOutcome]:

@@ -101,3 +101,58 @@ async def test_with_a_codec_the_sdk_passes_run_and_the_codec_sees_the_payloads(
     assert codec.decoded > 0 and codec.encoded > 0
     assert sdk_calls["decode"] > 0 and sdk_calls["encode"] > 0
     assert replay_payloads.skipped == before
+
+
+HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
+
+
+async def _outcomes(histories: list[Any]) -> list[tuple[str, str | None]]:
+    outcomes = await replay_many(histories, jobs=1)
+    return [(o.workflow_id, o.error) for o in outcomes]
+
+
+async def test_reusing_the_converter_replays_every_stored_history_as_the_sdk_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broken = load_history(HISTORY.read_text().replace('"check_proposal"', '"check_proposal_renamed"'), "b")
+    histories = [load_history(p.read_text(), p.stem) for p in HISTORIES] + [broken]
+    replay_payloads.skip_inert_payload_passes()
+    before = replay_payloads.skipped["converter_reused"]
+
+    reused = await _outcomes(histories)
+
+    assert replay_payloads.skipped["converter_reused"] > before
+    with monkeypatch.context() as sdk:
+        # The SDK's own construction at every activation; the rest of the fast path stays.
+        sdk.setattr(replay_payloads._CommandAware, "create", staticmethod(replay_payloads._SDK_CREATE))
+        sdk.setattr(replay_payloads, "skip_inert_payload_passes", lambda: None)
+        built = await _outcomes(histories)
+    assert reused == built
+    assert all(error is None for _, error in reused[:-1]), reused
+    assert reused[-1][1] is not None  # the renamed activity still fails, with the same error
+
+
+async def test_with_a_codec_the_converter_is_built_by_the_sdk_at_each_activation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    replay_payloads.skip_inert_payload_passes()
+    built = {"n": 0}
+    create = replay_payloads._SDK_CREATE
+
+    def counted(*args: Any) -> Any:
+        built["n"] += 1
+        return create(*args)
+
+    monkeypatch.setattr(replay_payloads, "_SDK_CREATE", counted)
+    engine = Replayer(
+        workflows=[RemediationWorkflow],
+        data_converter=dataclasses.replace(DATA_CONVERTER, payload_codec=CountingCodec()),
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    before = replay_payloads.skipped["converter_reused"]
+
+    result = await engine.replay_workflow(load_history(HISTORY.read_text(), HISTORY.stem))
+
+    assert result.replay_failure is None
+    assert built["n"] > 2  # twice per activation, as the SDK does
+    assert replay_payloads.skipped["converter_reused"] == before

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.benchmarks import BENCHMARKS
+from bench.benchmarks import BENCHMARKS, Sizes
+from bench.growth import WORDS, WORSE
 from tests.integration.audit.conftest import PG_URL
 
 REPO = Path(__file__).resolve().parents[3]
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
 def test_quick_mode_runs_every_benchmark_and_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--database-url", PG_URL],
+        [sys.executable, "-m", "bench", "--quick", "--growth", "--out", str(out), "--database-url", PG_URL],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -48,6 +49,28 @@ def test_quick_mode_runs_every_benchmark_and_writes_results(tmp_path: Path) -> N
     assert "bare Temporal workflow" in text and "plain `ansible-playbook" in text
     assert "| alert storm |" in text
     assert len(BENCHMARKS) == 8
+    assert_growth_rows(text)
+
+
+def assert_growth_rows(text: str) -> None:
+    """--growth: a row per size of each series, then a growth row with its word and expectation."""
+    quick = Sizes.quick()
+    words = [word for _, word in WORDS] + [WORSE]
+    for group, sizes, unit, series in (
+        ("waiting", quick.growth_waiting, "waiting", 3),
+        ("audit", quick.growth_audit_events, "events", 2),
+        ("replay", quick.growth_replays, "histories", 1),
+    ):
+        rows = [line for line in text.splitlines() if line.startswith(f"| growth: {group} |")]
+        growth = [line for line in rows if ": growth |" in line]
+        assert len(growth) == series, f"{group}: {growth}"
+        for line in growth:
+            assert any(f"| {word} (k = " in line for word in words), line
+            assert "**met**" in line or "**missed**" in line, line
+        for n in sizes:
+            at_n = [line for line in rows if f"| {n:,} {unit}" in line and ": growth |" not in line]
+            assert len(at_n) == series, f"{group} at {n}: {at_n}"
+    assert "## How growth is classified" in text
 
 
 def test_bad_size_is_refused_with_its_name() -> None:
