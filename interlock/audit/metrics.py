@@ -257,6 +257,9 @@ def _aggregates(p: Any, dialect: str) -> list[ColumnElement[Any]]:
         func.sum(p.c.human_decisions).label("human_decisions"),
         func.sum(p.c.human_rejections).label("human_rejections"),
         func.count().filter(p.c.final_status.in_(false_statuses)).label("false_recommendations"),
+        func.count()
+        .filter(p.c.final_status.in_([literal_column(f"'{s}'") for s in sorted(UNJUDGED_STATUSES)]))
+        .label("unjudged"),
         func.count().filter(p.c.escalated > 0).label("escalated"),
     ]
     if dialect == "postgresql":
@@ -339,7 +342,8 @@ def _metrics(row: Any, now: datetime, exceptions: int) -> dict[str, Any]:
         "human_rejections": rejections,
         "override_ratio": _ratio(rejections, human),
         "false_recommendations": false,
-        "false_recommendation_ratio": _ratio(false, finals),
+        # Over the finals that judged the recommendation: preview_failed judged nothing.
+        "false_recommendation_ratio": _ratio(false, finals - int(row.unjudged or 0)),
         "escalated": escalated,
         "escalation_ratio": _ratio(escalated, proposals),
         "audit_exceptions": exceptions,
@@ -365,6 +369,7 @@ _NO_PROPOSALS = SimpleNamespace(
     human_decisions=0,
     human_rejections=0,
     false_recommendations=0,
+    unjudged=0,
     escalated=0,
 )
 
@@ -1024,6 +1029,7 @@ def scorecard(
         *keys,
         func.count().label("proposals"),
         func.count(r.final_at).label("finals"),
+        func.count().filter(_in(status, UNJUDGED_STATUSES)).label("unjudged"),
         func.count().filter(status == _lit("rejected_by_checks")).label("refused_by_checks"),
         func.count().filter(r.approvals > 0).label("approved"),
         func.count().filter(status == _lit("rejected")).label("rejected"),
@@ -1066,9 +1072,11 @@ def scorecard(
         m = row._mapping
         key = (m["recommender"], m["model_version"], m["action"])
         finals, human = int(m["finals"]), int(m["human_decisions"])
+        # The rates are over the finals that judged the recommendation (not preview_failed).
+        judged = finals - int(m["unjudged"] or 0)
         card: dict[str, Any] = {k: m[k] for k in SCORECARD_KEYS}
         card.update({k: int(m[k] or 0) for k in (
-            "proposals", "finals", "refused_by_checks", "approved", "rejected", "human_decisions",
+            "proposals", "finals", "unjudged", "refused_by_checks", "approved", "rejected", "human_decisions",
             "human_rejections", "rolled_back", "rollbacks", "completed_unresolved", "completed",
             "false_recommendations", "responded", "escalated", "shadow_proposals", "shadow_finals",
             "shadow_confirmed", "shadow_with_incident", "shadow_human_acted",
@@ -1077,8 +1085,8 @@ def scorecard(
             {
                 "refused_by_checks_share": _ratio(card["refused_by_checks"], card["proposals"]),
                 "override_rate": _ratio(card["human_rejections"], human),
-                "false_recommendation_rate": _ratio(card["false_recommendations"], finals),
-                "rollback_rate": _ratio(card["rollbacks"], finals),
+                "false_recommendation_rate": _ratio(card["false_recommendations"], judged),
+                "rollback_rate": _ratio(card["rollbacks"], judged),
                 "mttr_mean_seconds": _float(m["mttr_mean_seconds"]),
                 "first_response_mean_seconds": _float(m["first_response_mean_seconds"]),
                 "audit_exceptions": exceptions.get(key, 0),

@@ -19,7 +19,7 @@ ACTIONS = ["restart_service", "rollback_deployment"]
 SERVICES = ["checkout-api", "inventory-api"]
 OUTCOMES = [
     "completed", "completed", "completed", "rejected", "rejected_by_checks", "rolled_back",
-    "completed_unresolved", "shadowed", "shadowed", "expired",
+    "completed_unresolved", "shadowed", "shadowed", "expired", "preview_failed",
 ]  # fmt: skip
 
 
@@ -101,6 +101,7 @@ def expected(made: list[Generated]) -> dict[tuple[str, str, str], dict[str, Any]
         mine = [g for g in made if (g.recommender, g.model_version, g.action) == key]
         human = [d for g in mine for d in g.decisions if d[2]]
         done = [g for g in mine if g.status == "completed"]
+        judged = [g for g in mine if g.status != "preview_failed"]
         responded = [
             (g, min(d[0] for d in g.decisions if d[2])) for g in mine if any(d[2] for d in g.decisions)
         ]
@@ -112,7 +113,11 @@ def expected(made: list[Generated]) -> dict[tuple[str, str, str], dict[str, Any]
             "rolled_back": sum(g.status == "rolled_back" for g in mine),
             "completed_unresolved": sum(g.status == "completed_unresolved" for g in mine),
             "override_rate": (sum(d[1] == "reject" for d in human) / len(human)) if human else None,
-            "false_recommendation_rate": sum(g.status in false for g in mine) / len(mine),
+            # Over the judged finals: a preview that could not reach a host judged nothing.
+            "false_recommendation_rate": (sum(g.status in false for g in judged) / len(judged))
+            if judged
+            else None,
+            "unjudged": len(mine) - len(judged),
             "mttr_mean_seconds": (
                 sum((g.final_at - g.submitted).total_seconds() for g in done) / len(done) if done else None
             ),
