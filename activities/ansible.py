@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pexpect.pty_spawn
 import yaml
 from ansible_runner.interface import init_runner
+from ansible_runner.runner import Runner
 from opentelemetry import trace as otel_trace
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -73,6 +75,67 @@ def _no_delay_after_close() -> None:
 
 
 _no_delay_after_close()
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and every process descended from it, from /proc (empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return []
+    for name in entries:
+        try:
+            ppid = int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def _kill_playbook(pid: int) -> None:
+    """Stop a playbook run with everything it started. ansible-runner kills the process group of
+    ansible-playbook only, but ansible-core runs each task in a worker of its own session
+    (`setsid`): the task, and the ssh or module it runs, would go on orphaned after the run is
+    reported stopped (and while a rollback runs). Freeze the run (no new worker), then kill the
+    process group of every process in its tree. Never this worker's own group."""
+    own = os.getpgid(0)
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGSTOP)
+    except (OSError, ProcessLookupError):
+        pass
+    groups = set()
+    for member in _process_tree(pid):
+        try:
+            groups.add(os.getpgid(member))
+        except (OSError, ProcessLookupError):
+            continue
+    for group in groups - {own}:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def _kill_playbooks_whole() -> None:
+    original = Runner.handle_termination
+    if getattr(original, "_interlock", False):
+        return
+
+    def handle_termination(cls: Any, pid: int, pidfile: Any = None) -> None:
+        _kill_playbook(pid)
+        original(pid, pidfile)  # its own clean-up (the pid file)
+
+    handle_termination._interlock = True  # type: ignore[attr-defined]
+    Runner.handle_termination = classmethod(handle_termination)
+
+
+_kill_playbooks_whole()
 
 log = logging.getLogger(__name__)
 

@@ -97,7 +97,9 @@ class ExecutionStages(WorkflowCore):
             later=execution.ok and checked is not None and checked.ok and not self._settles(),
         )
         if execution.ok:
-            self._set_status(ProposalStatus.VERIFYING)
+            if checked is None:
+                # Verified in a run of its own: "verifying" while it runs (in one run: already done).
+                self._set_status(ProposalStatus.VERIFYING)
             verification = self.state.verification = checked or await self._playbook(
                 Stage.VERIFY, execution.host_facts
             )
@@ -205,9 +207,11 @@ class ExecutionStages(WorkflowCore):
         if not execution.ok:
             batch.status = BatchStatus.FAILED
             return "failed"
-        batch.status = BatchStatus.VERIFYING
-        self._set_status(ProposalStatus.VERIFYING)
-        workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
+        if checked is None:
+            # Verified in a run of its own: "verifying" while it runs (in one run: already done).
+            batch.status = BatchStatus.VERIFYING
+            self._set_status(ProposalStatus.VERIFYING)
+            workflow.set_current_details(approval_details(self.state, gov=self.w.governance))
         verification = batch.verification = self.state.verification = checked or await self._playbook(
             Stage.VERIFY, execution.host_facts, hosts=batch.hosts, batch=batch.index
         )
@@ -216,7 +220,8 @@ class ExecutionStages(WorkflowCore):
         else:
             batch.status = BatchStatus.FAILED
             batch.results = rollout.host_results(verification, batch.hosts)
-        self._set_status(ProposalStatus.EXECUTING)
+        if checked is None:
+            self._set_status(ProposalStatus.EXECUTING)
         return batch.status.value
 
     async def _roll_back_batches(self, batches: list[BatchResult], reasons: list[str]) -> ProposalState:

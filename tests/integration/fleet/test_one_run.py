@@ -195,6 +195,22 @@ async def test_a_verify_stage_over_its_own_timeout_is_stopped_and_rolled_back(
     took = (batch.verification.finished_at - batch.verification.started_at).total_seconds()
     assert 10 <= took < 40, took  # its own 10 s (and the run loop's 1 s look), not the execute's 2 min
     assert batch.rollback is not None and batch.rollback.ok
+    # Stopped means stopped: no process of the run is left (ansible-core runs each task in a
+    # worker of its own session, which killing ansible-playbook's process group alone misses).
+    assert running_from(settings.playbooks_dir) == []
+
+
+def running_from(tree: Path) -> list[str]:
+    """The command lines of processes still running with `tree` in them."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(tree) in cmdline:
+            found.append(cmdline)
+    return found
 
 
 async def test_verify_separately_runs_verify_in_a_run_of_its_own(
