@@ -28,6 +28,28 @@ from interlock.worker.main import build_worker
 
 BIN = Path(sys.executable).parent
 
+# The files that take minutes (`--durations`), longest first. They start the run, so that under
+# pytest-xdist (scripts/test: --dist loadfile --no-loadscope-reorder) the two workers share them
+# and finish together, instead of one worker still in a long file started last.
+LONGEST_FIRST = (
+    "tests/integration/workflows/test_lifecycle.py",
+    "tests/integration/playbooks/test_systemd_playbooks.py",
+    "tests/integration/docs/test_walkthrough.py",
+    "tests/integration/fleet/test_rolling.py",
+    "tests/integration/ui/test_web_ui.py",
+    "tests/system/bench/test_quick.py",
+    "tests/system/drills/test_kill.py",
+    "tests/integration/audit/test_lifecycle_audit.py",
+    "tests/integration/fleet/test_worker_kill.py",
+    "tests/integration/governance/test_pause.py",
+    "tests/integration/playbooks/test_playbooks.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
 
 def temporal_cli() -> str:
     path = BIN / "temporal"

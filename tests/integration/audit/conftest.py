@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,19 @@ def with_options(url: str, **settings: str) -> str:
     if parsed.query.get("options"):
         options = f"{parsed.query['options']} {options}"
     return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
+# The role interlock_app belongs to the whole server, not to one schema: a test that creates and
+# drops it holds this advisory lock throughout, so two test processes (pytest-xdist workers, or
+# runs from two checkouts) never drop it under each other.
+APP_ROLE_LOCK = 0x1A7E_0A99
+
+
+@contextmanager
+def app_role_lock() -> Iterator[None]:
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (APP_ROLE_LOCK,))
+        yield  # closing the connection releases the lock
 
 
 @dataclass

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
 from interlock.audit.store import AuditStore
-from tests.integration.audit.conftest import PG_URL, pg_dsn, with_options
+from tests.integration.audit.conftest import PG_URL, app_role_lock, pg_dsn, with_options
 from tests.integration.audit.sample import event, lifecycle
 
 ROLES_SQL = Path(__file__).resolve().parents[3] / "interlock" / "audit" / "roles.sql"
@@ -20,6 +20,11 @@ ROLES_SQL = Path(__file__).resolve().parents[3] / "interlock" / "audit" / "roles
 @pytest.fixture
 def app_role(pg_schema: str, head_file: Path) -> Iterator[str]:
     """The schema migrated by its owner, with roles.sql applied; yields the app role's URL."""
+    with app_role_lock():
+        yield from _app_role(pg_schema, head_file)
+
+
+def _app_role(pg_schema: str, head_file: Path) -> Iterator[str]:
     with AuditStore(with_options(PG_URL, search_path=pg_schema), head_file) as owner:
         owner.migrate()
         owner.append(event("p-0", "submitted"))

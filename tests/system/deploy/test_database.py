@@ -20,7 +20,7 @@ from sqlalchemy.exc import ProgrammingError
 from interlock.audit.store import AuditStore
 from interlock.models import Pause, PauseScope
 from interlock.pauses import PauseStore
-from tests.integration.audit.conftest import PG_URL, pg_dsn, with_options
+from tests.integration.audit.conftest import PG_URL, app_role_lock, pg_dsn, with_options
 from tests.integration.audit.sample import event
 from tests.system.deploy.compose import ROOT, load_compose
 
@@ -29,6 +29,11 @@ GRANTS = load_compose()["services"]["interlock-grants"]
 
 @pytest.fixture
 def schema() -> Iterator[str]:
+    with app_role_lock():
+        yield from _schema()
+
+
+def _schema() -> Iterator[str]:
     name = f"deploy_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{name}"')
