@@ -41,6 +41,9 @@ LONGEST_FIRST = (
     "tests/system/drills/test_kill.py",
     "tests/integration/audit/test_lifecycle_audit.py",
     "tests/integration/fleet/test_worker_kill.py",
+    "tests/system/stack/test_first_steps.py",
+    "tests/integration/fleet/test_one_run.py",
+    "tests/system/deploy/test_scale_out.py",
     "tests/integration/governance/test_pause.py",
     "tests/integration/playbooks/test_playbooks.py",
 )
