@@ -133,3 +133,41 @@ def cpu_seconds(pid: int | None = None) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     # utime, stime, cutime, cstime are fields 14-17 (1-based); after the ")" split, index 11..14.
     return sum(int(x) for x in fields[11:15]) / ticks
+
+
+def approval_breakdown(history: WorkflowHistory, change: str = "run_change") -> dict[str, float]:
+    """Where approval -> completed goes, from the server's event times (seconds): the approve
+    Update accepted -> the change's activity scheduled (pre-execution re-check, audit of the
+    decision and start); the activity itself (scheduled -> completed); its completion -> the
+    workflow task that ends it (the outcome and its audit write are scheduled there)."""
+    accepted = scheduled = completed = ended = None
+    change_id = None
+    for e in history.events:
+        t = e.event_time.ToDatetime().timestamp()
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED and accepted is None:
+            accepted = t
+        elif (
+            e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and e.activity_task_scheduled_event_attributes.activity_type.name == change
+            and change_id is None
+        ):
+            scheduled, change_id = t, e.event_id
+        elif (
+            e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+            and e.activity_task_completed_event_attributes.scheduled_event_id == change_id
+        ):
+            completed = t
+        elif (
+            e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+            and completed is not None
+            and ended is None
+        ):
+            ended = t
+    if None in (accepted, scheduled, completed, ended):
+        return {}
+    assert accepted is not None and scheduled is not None and completed is not None and ended is not None
+    return {
+        "update accepted -> change scheduled": scheduled - accepted,
+        "change activity": completed - scheduled,
+        "change completed -> outcome workflow task": ended - completed,
+    }
