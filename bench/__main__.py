@@ -42,20 +42,27 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 ROUND_TRIPS = """## Why each round trip is there
 
 Counted from each history (workflow tasks completed / activities scheduled / timers / Updates).
-For `completed`: `check_proposal` (policy and evidence, 1); the audit trail, 9 events in 5 audit
+For `completed`: `check_proposal` (policy and evidence, 1); the audit trail, 9 events in 4 audit
 activities, because events recorded back to back go in one activity and one transaction
 (`record_audit_events`): submitted + evidence_checked + risk_assessed, preview, decision +
-execution_started, execution_finished, verification + final; each write is awaited because the
-workflow fails closed: nothing with an effect runs until what led to it is stored. 3 playbooks
-(preview in check mode, execute, verify); `precheck_execution` (the plan on disk, freezes and
+execution_started, execution_finished + verification + final; each write is awaited before
+anything with an effect, because the workflow fails closed: nothing with an effect runs until
+what led to it is stored (execution_finished waits for the outcome only when verify already
+passed in the same run and nothing settles: what follows touches nothing). 2 Ansible runs: the
+preview in check mode (`run_playbook`), then execute and verify in one run (`run_change`, two
+plays and Interlock's hand-over, each stage's result kept apart; `verify_separately: true` in
+the action makes it 2 runs as before); `precheck_execution` (the plan on disk, freezes and
 pauses just before running); 2 notifications (awaiting_approval, outcome), started in the
-background and not awaited one by one. The timer is the approval deadline (escalation and
-expiry), the Update the approval. Every awaited activity costs one workflow task, plus the first
-task and the Update's. `rolled_back` adds the rollback and its verification (2 playbooks; the
-rollback event joins the final write); `rejected` stops after the decision; `expired` after the
-timer; `rejected_by_checks` after the checks, with no timer or Update. Before the audit batches
-(`workflow.patched("audit-events-batched")`; older histories still replay) a completed proposal
-took 9 audit activities and 4 more workflow tasks."""
+background and not awaited one by one; `evaluate_graduation` (the recommender's standing, once
+the outcome is recorded). The timer is the approval deadline (escalation and expiry), the Update
+the approval. Every awaited activity costs one workflow task, plus the first task and the
+Update's (a notification completing on its own can add one). `rolled_back` adds the rollback and
+its verification in one run (`run_change` again); `rejected` stops after the decision; `expired`
+after the timer; `rejected_by_checks` after the checks, with no timer or Update. Before the audit
+batches (`workflow.patched("audit-events-batched")`) a completed proposal took 9 audit
+activities and 4 more workflow tasks; before one run per change
+(`workflow.patched("change-and-check-one-run")`) 3 playbook activities, 5 audit activities and 2
+more workflow tasks. Older histories still replay."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
