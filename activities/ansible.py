@@ -388,8 +388,10 @@ class PlaybookRunner:
         await asyncio.to_thread(write_change_playbook, wrapper, project / first, project / second, split)
         job.extravars["interlock_handover"] = str(split.handover)
         started = datetime.now(UTC)
-        # Each stage gets its own span below, timed from its events, as two runs would.
-        runner, _ = await self._ansible(job, str(wrapper), int(sum(seconds)) + 60, split)
+        # The run's own limit is a backstop under the workflow's margin: each stage has its own
+        # deadline (StageSplit), the hand-over its lookup's wait. Each stage gets its own span
+        # below, timed from its events, as two runs would.
+        runner, _ = await self._ansible(job, str(wrapper), int(sum(seconds)) + 45, split)
         finished = datetime.now(UTC)
         status = str(runner.status)
         rc = int(runner.rc if runner.rc is not None else -1)

@@ -14,7 +14,7 @@ import time
 from ansible.errors import AnsibleError
 from ansible.plugins.lookup import LookupBase
 
-WAIT_SECONDS = 60.0
+WAIT_SECONDS = 30.0
 
 
 class LookupModule(LookupBase):
