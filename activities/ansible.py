@@ -35,9 +35,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from interlock import facts as host_facts
-from interlock.activities.handover import CHECKED_BY, HANDOVER_FILE, StageSplit, write_change_playbook
+from interlock.activities.handover import HANDOVER_FILE, StageSplit, write_change_playbook
 from interlock.contracts import Activity
 from interlock.models import (
+    CHECK_OF,
     FACTS_REFUSED,
     SAFE_NAME,
     ChangeResult,
@@ -367,10 +368,10 @@ class PlaybookRunner:
         playbook, Interlock's hand-over play, then its verify playbook, each stage's events and
         result kept apart (activities/handover.py). The hand-over is the same door as between
         two runs: the change's facts are checked here before the verify play may read them."""
-        if run.stage not in CHECKED_BY:
+        if run.stage not in CHECK_OF:
             raise ApplicationError(f"{run.stage.value} has no check to run with it", non_retryable=True)
         job = await self._prepare(run)
-        then = CHECKED_BY[run.stage]
+        then = CHECK_OF[run.stage]
         first = job.action.playbooks.for_stage(run.stage)
         second = job.action.playbooks.for_stage(then)
         seconds = [self._stage_seconds(job.action, s) for s in (run.stage, then)]

@@ -30,8 +30,6 @@ from interlock import facts as host_facts
 from interlock.models import CHECK_OF, HostFacts, Stage
 from interlock.policy import ActionSpec
 
-# The stage each change runs with in one Ansible run, and the check that follows it.
-CHECKED_BY = CHECK_OF
 HANDOVER_FILE = "interlock_handover.json"
 HANDOVER_TASK = "interlock: facts for verify"
 # Where the hand-over's lookup plugin lives: beside the playbook Interlock writes for the run.
@@ -68,7 +66,6 @@ class StageSplit:
     parts: list[list[dict[str, Any]]] = field(default_factory=lambda: [[], [], []])
     phase: int = 0
     began: float = field(default_factory=time.monotonic)
-    handed_at_monotonic: float | None = None
     checked_at_monotonic: float | None = None
     # Wall-clock moments for the stages' results and spans.
     handed_wall: float | None = None
@@ -83,7 +80,7 @@ class StageSplit:
 
     @property
     def then(self) -> Stage:
-        return CHECKED_BY[self.stage]
+        return CHECK_OF[self.stage]
 
     def current(self) -> Stage:
         return self.stage if self.phase < 2 else self.then
@@ -93,7 +90,7 @@ class StageSplit:
             name = str((event.get("event_data") or {}).get("name") or "")
             if self.phase == 0 and name == self.marker:
                 self.phase = 1
-                self.handed_at_monotonic, self.handed_wall = time.monotonic(), time.time()
+                self.handed_wall = time.time()
                 self.write_handover()
             elif self.phase == 1:
                 self.phase = 2

@@ -62,24 +62,26 @@ def task_tree(root: Path, template: Settings) -> Settings:
     )
 
 
-def plain(settings: Settings, playbook: str, extra: dict[str, object]) -> float:
+def plain(settings: Settings, playbook: Path | str, extra: dict[str, object], check: bool = False) -> float:
+    """`ansible-playbook` alone, with the tree's inventory and env and these extra vars; wall
+    seconds. `playbook`: a name in the tree's project, or a path."""
     envvars = yaml.safe_load((settings.playbooks_dir / "env" / "envvars").read_text()) or {}
     env = {**os.environ, **{k: str(v) for k, v in envvars.items()}, **ansible_env()}
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(extra, f)
-    argv = [
-        str(Path(sys.executable).parent / "ansible-playbook"),
-        "-i",
-        str(settings.playbooks_dir / "inventory"),
-        "-e",
-        f"@{f.name}",
-        "--diff",
-        str(settings.playbooks_dir / "project" / playbook),
-    ]
-    started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    os.unlink(f.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "extra.json").write_text(json.dumps(extra))
+        argv = [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(settings.playbooks_dir / "inventory"),
+            "-e",
+            f"@{tmp}/extra.json",
+            "--diff",
+            *(["--check"] if check else []),
+            str(settings.playbooks_dir / "project" / playbook),
+        ]
+        started = time.perf_counter()
+        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"plain ansible-playbook failed ({done.returncode}): {done.stdout[-2000:]}")
     return elapsed

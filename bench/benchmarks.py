@@ -43,7 +43,7 @@ from bench.noop import FAIL_VERIFY, NoopPlaybooks
 from bench.stack import DevServer, kill_process, make_settings, rss_mb, start_worker_process
 from bench.storm import bench_storm
 from interlock import search
-from interlock.activities.ansible import PlaybookRunner, ansible_env, playbooks_digest
+from interlock.activities.ansible import PlaybookRunner, playbooks_digest
 from interlock.examples import example_proposal
 from interlock.lab import Lab
 from interlock.models import DecisionInput, PlaybookRun, ProposalStatus, Stage
@@ -491,35 +491,17 @@ def plain_ansible(ctx: BenchContext, stage: Stage, change_id: str, then_verify: 
     )
     policy = load_policy(ctx.settings.effective_policy_file)
     extra = runner.extra_vars(run, policy.actions[run.action], playbooks_digest(ctx.settings.playbooks_dir))
-    envvars = yaml.safe_load((ctx.settings.playbooks_dir / "env" / "envvars").read_text()) or {}
-    env = {**os.environ, **{k: str(v) for k, v in envvars.items()}, **ansible_env()}
+    if not then_verify:
+        return ansible_tasks.plain(ctx.settings, "restart_service.yml", extra, check=stage is Stage.PREVIEW)
     project = ctx.settings.playbooks_dir / "project"
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "extra.json").write_text(json.dumps(extra))
-        playbook = project / "restart_service.yml"
-        if then_verify:
-            playbook = Path(tmp) / "run_and_verify.yml"
-            imports = [
-                {"ansible.builtin.import_playbook": str(project / n)}
-                for n in ("restart_service.yml", "restart_service_verify.yml")
-            ]
-            playbook.write_text(yaml.safe_dump(imports))
-        argv = [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(ctx.settings.playbooks_dir / "inventory"),
-            "-e",
-            f"@{tmp}/extra.json",
-            "--diff",
-            *(["--check"] if stage is Stage.PREVIEW else []),
-            str(playbook),
+        playbook = Path(tmp) / "run_and_verify.yml"
+        imports = [
+            {"ansible.builtin.import_playbook": str(project / n)}
+            for n in ("restart_service.yml", "restart_service_verify.yml")
         ]
-        started = time.perf_counter()
-        done = subprocess.run(argv, env=env, capture_output=True, text=True)
-        elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"plain ansible-playbook failed ({done.returncode}): {done.stdout[-2000:]}")
-    return elapsed
+        playbook.write_text(yaml.safe_dump(imports))
+        return ansible_tasks.plain(ctx.settings, playbook, extra)
 
 
 async def bench_ansible(ctx: BenchContext) -> list[Figure]:

@@ -80,8 +80,8 @@ async def test_execute_and_verify_share_one_run_and_verify_reads_the_checked_fac
     after = fresh_fleet.pids()
     assert all(after[h] not in (None, before[h]) for h in before), (before, after)
     # One Ansible run per batch for execute + verify; the preview on its own.
-    assert (await activity_counts(client, proposal.proposal_id)).get("run_change") == 2
-    assert (await activity_counts(client, proposal.proposal_id)).get("run_playbook") == 1
+    counts = await activity_counts(client, proposal.proposal_id)
+    assert counts.get("run_change") == 2 and counts.get("run_playbook") == 1, counts
     assert done.execution is not None
     batches = done.execution.batches
     assert [b.hosts for b in batches] == [["web-1", "web-2"], ["web-3"]]
